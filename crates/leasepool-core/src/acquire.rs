@@ -1,0 +1,267 @@
+//! `acquire()`: the request builder and its future.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, EventListener, Listener};
+
+use crate::config;
+use crate::manager::Inner;
+use crate::state::{AcquireRequest, AcquireStep, LeaseTerms, Resolution};
+use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
+
+/// A request for a lease, returned by
+/// [`LeasedExecutorManager::acquire`]. Set what you need, then `.await` it
+/// (or call [`blocking`](Self::blocking) on a plain thread).
+///
+/// | method | default |
+/// |---|---|
+/// | [`owner`](Self::owner) | none |
+/// | [`lease`](Self::lease) | the manager's `default_lease` |
+/// | [`timeout`](Self::timeout) | wait as long as it takes |
+/// | [`wait`](Self::wait) | `true`; `false` fails fast with [`Error::Unavailable`] |
+///
+/// Waiters are served first come, first served. Dropping the future while it
+/// waits removes the waiter; if a pool was handed to it at that moment, the
+/// pool goes to the next waiter.
+#[must_use = "an Acquire does nothing until it is awaited or `.blocking()` is called"]
+pub struct Acquire<'a, B: ExecutorBackend> {
+    manager: &'a LeasedExecutorManager<B>,
+    owner: Option<String>,
+    lease: Option<Duration>,
+    timeout: Option<Duration>,
+    wait: bool,
+}
+
+impl<B: ExecutorBackend> fmt::Debug for Acquire<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .field("timeout", &self.timeout)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl<'a, B: ExecutorBackend> Acquire<'a, B> {
+    pub(crate) fn new(manager: &'a LeasedExecutorManager<B>) -> Self {
+        Acquire {
+            manager,
+            owner: None,
+            lease: None,
+            timeout: None,
+            wait: true,
+        }
+    }
+
+    /// A label for the holder, shown in stats and logs.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// The lease duration (soft expiry); validated like `default_lease`.
+    pub fn lease(mut self, duration: Duration) -> Self {
+        self.lease = Some(duration);
+        self
+    }
+
+    /// Wait at most this long for a pool, then fail with
+    /// [`Error::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// `false`: fail at once with [`Error::Unavailable`] when no pool is
+    /// free and none can be created.
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Acquires from a plain thread, blocking it while waiting.
+    ///
+    /// Do not call this from async code: `.await` the request instead.
+    pub fn blocking(self) -> Result<ExecutorLease<B>, Error> {
+        let mut future = self.into_future();
+        loop {
+            if let Some(result) = future.step() {
+                return result;
+            }
+            match future.listener.take() {
+                Some(listener) => listener.wait(),
+                None => {
+                    if let Stage::Waiting { event, .. } = &future.stage {
+                        future.listener = Some(event.listen());
+                    }
+                }
+            }
+        }
+    }
+
+    fn request(&self) -> Result<AcquireRequest, Error> {
+        let config = &self.manager.inner.config;
+        let duration = match self.lease {
+            Some(lease) => config::lease_duration("lease", lease, config.lease_grace)?,
+            None => config.default_lease,
+        };
+        let deadline = match (self.wait, self.timeout) {
+            (true, Some(timeout)) => {
+                let at = Instant::now().checked_add(timeout).ok_or_else(|| {
+                    Error::invalid("timeout", format!("{timeout:?} overflows the monotonic clock"))
+                })?;
+                Some((at, timeout))
+            }
+            _ => None,
+        };
+        Ok(AcquireRequest {
+            terms: LeaseTerms {
+                owner: self.owner.as_deref().map(Arc::from),
+                duration,
+                grace: config.lease_grace,
+            },
+            wait: self.wait,
+            deadline,
+        })
+    }
+}
+
+impl<B: ExecutorBackend> IntoFuture for Acquire<'_, B> {
+    type Output = Result<ExecutorLease<B>, Error>;
+    type IntoFuture = AcquireFuture<B>;
+
+    fn into_future(self) -> AcquireFuture<B> {
+        let stage = match self.request() {
+            Ok(request) => Stage::Init(request),
+            Err(error) => Stage::Failed(error),
+        };
+        AcquireFuture {
+            inner: self.manager.inner.clone(),
+            stage,
+            listener: None,
+        }
+    }
+}
+
+enum Stage {
+    Init(AcquireRequest),
+    Failed(Error),
+    Waiting { id: u64, event: Arc<Event> },
+    Done,
+}
+
+/// The future of an [`Acquire`] request. It owns a handle to the manager,
+/// so it is `'static` and can be spawned.
+#[must_use = "futures do nothing unless polled"]
+pub struct AcquireFuture<B: ExecutorBackend> {
+    inner: Arc<Inner<B>>,
+    stage: Stage,
+    listener: Option<EventListener>,
+}
+
+impl<B: ExecutorBackend> fmt::Debug for AcquireFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match &self.stage {
+            Stage::Init(_) => "init",
+            Stage::Failed(_) => "failed",
+            Stage::Waiting { .. } => "waiting",
+            Stage::Done => "done",
+        };
+        f.debug_struct("AcquireFuture")
+            .field("stage", &stage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: ExecutorBackend> AcquireFuture<B> {
+    /// Makes all the progress possible without sleeping. `None`: queued,
+    /// nothing resolved yet.
+    fn step(&mut self) -> Option<Result<ExecutorLease<B>, Error>> {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Init(request) => {
+                let mut event = None;
+                let step = self.inner.transition(|state, fx| {
+                    state.acquire(
+                        request,
+                        Instant::now(),
+                        || {
+                            let signal = Arc::new(Event::new());
+                            event = Some(signal.clone());
+                            signal
+                        },
+                        fx,
+                    )
+                });
+                match step {
+                    Ok(AcquireStep::Granted(grant)) => {
+                        Some(Ok(ExecutorLease::new(self.inner.clone(), grant)))
+                    }
+                    Ok(AcquireStep::Queued(id)) => {
+                        let event = event.expect("a queued waiter has a signal");
+                        self.listener = Some(event.listen());
+                        self.stage = Stage::Waiting { id, event };
+                        // The resolution may already be there (a pool was
+                        // created or released between the two calls).
+                        self.step()
+                    }
+                    Err(error) => Some(Err(error)),
+                }
+            }
+            Stage::Failed(error) => Some(Err(error)),
+            Stage::Waiting { id, event } => {
+                let resolution = self.inner.core().state.take_resolution(id);
+                match resolution {
+                    Some(Resolution::Granted(grant)) => {
+                        Some(Ok(ExecutorLease::new(self.inner.clone(), grant)))
+                    }
+                    Some(Resolution::Failed(error)) => Some(Err(error)),
+                    None => {
+                        self.stage = Stage::Waiting { id, event };
+                        None
+                    }
+                }
+            }
+            Stage::Done => Some(Err(Error::NotStarted)),
+        }
+    }
+}
+
+impl<B: ExecutorBackend> Future for AcquireFuture<B> {
+    type Output = Result<ExecutorLease<B>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            if let Some(result) = self.step() {
+                self.listener = None;
+                return Poll::Ready(result);
+            }
+            match &mut self.listener {
+                Some(listener) => {
+                    ready!(Pin::new(listener).poll(cx));
+                    self.listener = None;
+                }
+                None => {
+                    if let Stage::Waiting { event, .. } = &self.stage {
+                        let listener = event.listen();
+                        self.listener = Some(listener);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<B: ExecutorBackend> Drop for AcquireFuture<B> {
+    fn drop(&mut self) {
+        if let Stage::Waiting { id, .. } = self.stage {
+            self.inner
+                .transition(|state, fx| state.cancel_waiter(id, Instant::now(), fx));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `ManagerBuilder`: every option, validated at `build()`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{self, ManagerConfig};
+use crate::{Error, ExecutorBackend, LeasedExecutorManager};
+
+/// Builds a [`LeasedExecutorManager`]. Created by
+/// [`LeasedExecutorManager::builder`].
+///
+/// Every value is checked by [`build`](Self::build), which fails with
+/// [`Error::InvalidConfig`] naming the option and the rule. Nothing is
+/// clamped.
+///
+/// | option | default | rule |
+/// |---|---|---|
+/// | `max_pools` | required | > 0 |
+/// | `min_pools` | 1 | > 0 and <= `max_pools` |
+/// | `units_per_pool` | 10 | > 0 |
+/// | `size_provider` | none (0 units) | a panic counts as 0 |
+/// | `check_interval` | 120 s | > 0 |
+/// | `default_lease` | 300 s | > 0 |
+/// | `lease_grace` | 15 s | >= 0 |
+/// | `workers_per_pool` | 4 | > 0 |
+/// | `name_prefix` | "leasepool" | not empty, no NUL byte |
+///
+/// Durations must also leave `now + duration` representable.
+pub struct ManagerBuilder<B> {
+    backend: B,
+    max_pools: Option<usize>,
+    min_pools: usize,
+    units_per_pool: usize,
+    size_provider: Option<config::SizeProvider>,
+    check_interval: Duration,
+    default_lease: Duration,
+    lease_grace: Duration,
+    workers_per_pool: usize,
+    name_prefix: String,
+}
+
+impl<B> fmt::Debug for ManagerBuilder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("max_pools", &self.max_pools)
+            .field("min_pools", &self.min_pools)
+            .field("units_per_pool", &self.units_per_pool)
+            .field("check_interval", &self.check_interval)
+            .field("default_lease", &self.default_lease)
+            .field("lease_grace", &self.lease_grace)
+            .field("workers_per_pool", &self.workers_per_pool)
+            .field("name_prefix", &self.name_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: ExecutorBackend> ManagerBuilder<B> {
+    pub(crate) fn new(backend: B) -> Self {
+        ManagerBuilder {
+            backend,
+            max_pools: None,
+            min_pools: 1,
+            units_per_pool: 10,
+            size_provider: None,
+            check_interval: Duration::from_secs(120),
+            default_lease: Duration::from_secs(300),
+            lease_grace: Duration::from_secs(15),
+            workers_per_pool: 4,
+            name_prefix: "leasepool".to_owned(),
+        }
+    }
+
+    /// The most pools the manager owns at once (required, > 0).
+    pub fn max_pools(mut self, n: usize) -> Self {
+        self.max_pools = Some(n);
+        self
+    }
+
+    /// The fewest pools kept while started (default 1).
+    pub fn min_pools(mut self, n: usize) -> Self {
+        self.min_pools = n;
+        self
+    }
+
+    /// Units of the size signal that one pool serves (default 10).
+    pub fn units_per_pool(mut self, n: usize) -> Self {
+        self.units_per_pool = n;
+        self
+    }
+
+    /// The adaptive size signal: the desired pool count is
+    /// `ceil(size_provider() / units_per_pool)`, within
+    /// `min_pools..=max_pools`. Called by the checker and by
+    /// `desired_executor_count`; a panic counts as 0 units.
+    pub fn size_provider<F>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> usize + Send + Sync + 'static,
+    {
+        self.size_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// How often the checker runs at the latest (default 120 s). It also
+    /// runs at every hard expiry and on `notify_scale_changed`.
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
+    }
+
+    /// The lease duration when `acquire` does not give one (default 300 s).
+    pub fn default_lease(mut self, lease: Duration) -> Self {
+        self.default_lease = lease;
+        self
+    }
+
+    /// Time between soft and hard expiry (default 15 s; zero allowed).
+    pub fn lease_grace(mut self, grace: Duration) -> Self {
+        self.lease_grace = grace;
+        self
+    }
+
+    /// Workers in each pool (default 4).
+    pub fn workers_per_pool(mut self, n: usize) -> Self {
+        self.workers_per_pool = n;
+        self
+    }
+
+    /// Prefix for worker names, `{prefix}-{pool}_{worker}` (default
+    /// "leasepool").
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Validates every option and builds the (stopped) manager.
+    pub fn build(self) -> Result<LeasedExecutorManager<B>, Error> {
+        let max_pools = self.max_pools.ok_or_else(|| {
+            Error::invalid("max_pools", "is required: call .max_pools(n) with n > 0")
+        })?;
+        let max_pools = config::positive("max_pools", max_pools)?;
+        let min_pools = config::positive("min_pools", self.min_pools)?;
+        if min_pools > max_pools {
+            return Err(Error::invalid(
+                "min_pools",
+                format!("must be <= max_pools ({min_pools} > {max_pools})"),
+            ));
+        }
+        let units_per_pool = config::positive("units_per_pool", self.units_per_pool)?;
+        let workers_per_pool = config::positive("workers_per_pool", self.workers_per_pool)?;
+        let check_interval = config::duration("check_interval", self.check_interval, false)?;
+        let lease_grace = config::duration("lease_grace", self.lease_grace, true)?;
+        let default_lease = config::lease_duration("default_lease", self.default_lease, lease_grace)?;
+        if self.name_prefix.is_empty() {
+            return Err(Error::invalid("name_prefix", "must not be empty"));
+        }
+        if self.name_prefix.contains('\0') {
+            return Err(Error::invalid("name_prefix", "must not contain a NUL byte"));
+        }
+        let config = ManagerConfig {
+            max_pools,
+            min_pools,
+            units_per_pool,
+            size_provider: self.size_provider,
+            check_interval,
+            default_lease,
+            lease_grace,
+            workers_per_pool,
+            name_prefix: Arc::from(self.name_prefix),
+        };
+        self.backend.check_config(&config)?;
+        Ok(LeasedExecutorManager::from_parts(self.backend, config))
+    }
+}

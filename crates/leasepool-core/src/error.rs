@@ -1,0 +1,131 @@
+//! The one error type of leasepool.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::LeaseId;
+
+/// Everything that can go wrong when borrowing a pool or running a job.
+///
+/// Each variant's message says what happened and what to do about it. The
+/// type is `Send + Sync + 'static` and `Clone`, so one failure (a broken pool,
+/// say) can be handed to every job it affects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The manager is not running: `start()` was never called, it was
+    /// stopped, or it is stopping.
+    #[error("the lease manager is not started: call start() first (it may have been stopped)")]
+    NotStarted,
+
+    /// `wait(false)` was asked for and every pool is leased.
+    #[error(
+        "no executor pool is free: all {max_pools} pools (max_pools) are leased; \
+         retry later, wait for a pool, or raise max_pools"
+    )]
+    Unavailable {
+        /// The manager's `max_pools`.
+        max_pools: usize,
+    },
+
+    /// No pool became free within the acquire timeout.
+    #[error(
+        "timed out after {0:?} waiting for an executor pool; \
+         raise the timeout or max_pools, or hold leases for less time"
+    )]
+    Timeout(Duration),
+
+    /// The lease can no longer run work.
+    #[error("lease {id} can no longer run work: {reason}; acquire a new lease")]
+    LeaseExpired {
+        /// The lease that was used.
+        id: LeaseId,
+        /// Why the lease ended.
+        reason: LeaseEnd,
+    },
+
+    /// The requested backend is not compiled in, or cannot run this kind of
+    /// job.
+    #[error("unsupported backend: {0}")]
+    UnsupportedBackend(String),
+
+    /// A configuration value broke its rule. Nothing is clamped: fix the value.
+    #[error("invalid configuration for `{field}`: {reason}")]
+    InvalidConfig {
+        /// The option that was wrong.
+        field: &'static str,
+        /// The rule it broke.
+        reason: String,
+    },
+
+    /// The pool can no longer run work (a worker initializer failed, a worker
+    /// died). The pool has been retired and replaced: run the job again on a
+    /// new lease.
+    #[error("the executor pool is broken ({0}); it was retired and replaced, run the job again on a new lease")]
+    Broken(String),
+
+    /// The job panicked. The worker that ran it keeps serving.
+    #[error("the job panicked: {0}")]
+    Panicked(String),
+
+    /// The job was cancelled before it started: by `JobHandle::cancel`, by
+    /// dropping a `run` future, or because its pool was shut down.
+    #[error("the job was cancelled before it started")]
+    Cancelled,
+
+    /// The result of this job was already taken from its handle.
+    #[error("the job's result was already taken from this handle")]
+    ResultTaken,
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a lease stopped accepting work (carried by [`Error::LeaseExpired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseEnd {
+    /// The lease was released (its pool may still be finishing earlier jobs).
+    Released,
+    /// The lease passed its hard expiry and was revoked.
+    Expired,
+    /// The lease's pool broke and was retired.
+    Broken,
+    /// The manager was stopped.
+    Stopped,
+}
+
+impl fmt::Display for LeaseEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseEnd::Released => "it was released",
+            LeaseEnd::Expired => "it passed its hard expiry and was revoked",
+            LeaseEnd::Broken => "its pool broke and was retired",
+            LeaseEnd::Stopped => "the manager was stopped",
+        })
+    }
+}
+
+/// Turns a panic payload (from `std::panic::catch_unwind`) into the message
+/// carried by [`Error::Panicked`]. For backends that catch panics
+/// themselves.
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+/// assert_eq!(leasepool_core::panic_message(payload.as_ref()), "boom");
+/// ```
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

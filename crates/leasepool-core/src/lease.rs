@@ -1,0 +1,291 @@
+//! Leases: `ExecutorLease`, its submit-only proxy `LeasedExecutor`, and the
+//! `Run` future.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::job::LeaseLink;
+use crate::manager::{Inner, PoolRef, weak_sink};
+use crate::state::{EndCell, Grant};
+use crate::{BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LocalBackend, Task};
+
+/// What the lease and all its executor proxies share.
+struct LeaseHandle<B: ExecutorBackend> {
+    inner: Arc<Inner<B>>,
+    key: u64,
+    id: LeaseId,
+    end: Arc<EndCell>,
+}
+
+impl<B: ExecutorBackend> LeaseHandle<B> {
+    fn expired(&self) -> Error {
+        Error::LeaseExpired {
+            id: self.id,
+            reason: self.end.get().unwrap_or(LeaseEnd::Released),
+        }
+    }
+
+    /// Counts a new job against the lease and returns the pool to run it.
+    fn begin_job(&self) -> Result<PoolRef<B>, Error> {
+        if self.end.get().is_some() {
+            return Err(self.expired());
+        }
+        self.inner
+            .transition(|state, fx| state.begin_job(self.key, Instant::now(), fx))
+            .ok_or_else(|| self.expired())
+    }
+
+    fn submit<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.begin_job()?;
+        let link = LeaseLink {
+            sink: weak_sink(&self.inner),
+            key: self.key,
+        };
+        let (task, handle) = Task::with_link(f, Some(link));
+        pool.execute(task);
+        Ok(handle)
+    }
+}
+
+/// An exclusive, time-bounded right to run work on one pool.
+///
+/// Obtained from [`LeasedExecutorManager::acquire`](crate::LeasedExecutorManager::acquire).
+/// Dropping the lease releases it. After release, hard expiry, revocation,
+/// a broken pool or `stop()`, new submissions fail with
+/// [`Error::LeaseExpired`]; jobs already submitted still deliver their
+/// results (the lease *drains*, and its pool returns only after they end).
+pub struct ExecutorLease<B: ExecutorBackend> {
+    handle: Arc<LeaseHandle<B>>,
+    owner: Option<Arc<str>>,
+    leased_at: Instant,
+    duration: Duration,
+    grace: Duration,
+    soft: Instant,
+    hard: Instant,
+}
+
+impl<B: ExecutorBackend> fmt::Debug for ExecutorLease<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorLease")
+            .field("id", &self.handle.id)
+            .field("owner", &self.owner)
+            .field("lease_duration", &self.duration)
+            .field("grace", &self.grace)
+            .field("ended", &self.handle.end.get())
+            .finish()
+    }
+}
+
+impl<B: ExecutorBackend> ExecutorLease<B> {
+    pub(crate) fn new(inner: Arc<Inner<B>>, grant: Grant) -> Self {
+        ExecutorLease {
+            handle: Arc::new(LeaseHandle {
+                inner,
+                key: grant.key,
+                id: grant.id,
+                end: grant.end,
+            }),
+            owner: grant.owner,
+            leased_at: grant.leased_at,
+            duration: grant.duration,
+            grace: grant.grace,
+            soft: grant.soft,
+            hard: grant.hard,
+        }
+    }
+
+    /// The lease id.
+    pub fn id(&self) -> &LeaseId {
+        &self.handle.id
+    }
+
+    /// The owner label given at acquire.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// The lease duration (time from `leased_at` to soft expiry).
+    pub fn lease_duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Time from soft to hard expiry.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// When the lease was granted.
+    pub fn leased_at(&self) -> Instant {
+        self.leased_at
+    }
+
+    /// `leased_at + lease_duration`: past this the lease is reported as
+    /// overdue (a warning), but still works.
+    pub fn soft_expires_at(&self) -> Instant {
+        self.soft
+    }
+
+    /// `soft_expires_at + grace`: past this the lease is revoked and its pool
+    /// shut down.
+    pub fn hard_expires_at(&self) -> Instant {
+        self.hard
+    }
+
+    /// Why the lease no longer accepts work, or `None` while it does.
+    pub fn ended(&self) -> Option<LeaseEnd> {
+        self.handle.end.get()
+    }
+
+    /// A cloneable proxy that can submit work to the leased pool (and
+    /// nothing else: it cannot shut the pool down).
+    pub fn executor(&self) -> LeasedExecutor<B> {
+        LeasedExecutor {
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// Releases the lease. Jobs still queued or running keep the pool until
+    /// they end (draining). Same as dropping the lease.
+    pub async fn release(self) {
+        drop(self);
+    }
+}
+
+impl<B: LocalBackend> ExecutorLease<B> {
+    /// Submits `f` to the leased pool and returns its handle at once.
+    ///
+    /// Fails with [`Error::LeaseExpired`] once the lease has ended.
+    pub fn submit<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.submit(f)
+    }
+
+    /// Runs `f` on the leased pool and waits for its result. Dropping the
+    /// future cancels the job if it has not started.
+    pub fn run<F, T>(&self, f: F) -> Run<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        Run::new(self.handle.submit(f))
+    }
+}
+
+impl<B: ExecutorBackend> Drop for ExecutorLease<B> {
+    fn drop(&mut self) {
+        self.handle.inner.release(self.handle.key);
+    }
+}
+
+/// The submit-only view of a leased pool, from [`ExecutorLease::executor`].
+///
+/// Cheap to clone and `Send + Sync`. It has no way to shut the pool down,
+/// and it does not keep the lease alive: once the lease ends, submissions
+/// fail with [`Error::LeaseExpired`].
+pub struct LeasedExecutor<B: ExecutorBackend> {
+    handle: Arc<LeaseHandle<B>>,
+}
+
+impl<B: ExecutorBackend> Clone for LeasedExecutor<B> {
+    fn clone(&self) -> Self {
+        LeasedExecutor {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+impl<B: ExecutorBackend> fmt::Debug for LeasedExecutor<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeasedExecutor")
+            .field("lease", &self.handle.id)
+            .finish()
+    }
+}
+
+impl<B: ExecutorBackend> LeasedExecutor<B> {
+    /// The id of the lease this executor submits through.
+    pub fn lease_id(&self) -> &LeaseId {
+        &self.handle.id
+    }
+}
+
+impl<B: LocalBackend> LeasedExecutor<B> {
+    /// Submits `f` to the leased pool; see [`ExecutorLease::submit`].
+    pub fn submit<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.submit(f)
+    }
+
+    /// Runs `f` and waits for it; see [`ExecutorLease::run`].
+    pub fn run<F, T>(&self, f: F) -> Run<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        Run::new(self.handle.submit(f))
+    }
+}
+
+/// The future returned by `run`: the job's result. Dropping it before the
+/// job starts cancels the job.
+#[must_use = "futures do nothing unless polled; dropping a Run cancels its job"]
+pub struct Run<T> {
+    state: RunState<T>,
+}
+
+enum RunState<T> {
+    Submitted(JobHandle<T>),
+    Rejected(Option<Error>),
+}
+
+impl<T> fmt::Debug for Run<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            RunState::Submitted(handle) => f.debug_tuple("Run").field(handle).finish(),
+            RunState::Rejected(error) => f.debug_tuple("Run").field(error).finish(),
+        }
+    }
+}
+
+impl<T> Run<T> {
+    fn new(submitted: Result<JobHandle<T>, Error>) -> Self {
+        let state = match submitted {
+            Ok(handle) => RunState::Submitted(handle),
+            Err(error) => RunState::Rejected(Some(error)),
+        };
+        Run { state }
+    }
+}
+
+impl<T> Future for Run<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            RunState::Submitted(handle) => Pin::new(handle).poll(cx),
+            RunState::Rejected(error) => Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken))),
+        }
+    }
+}
+
+impl<T> Drop for Run<T> {
+    fn drop(&mut self) {
+        if let RunState::Submitted(handle) = &self.state {
+            handle.cancel();
+        }
+    }
+}

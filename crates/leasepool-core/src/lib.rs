@@ -1,0 +1,50 @@
+//! The runtime-free core of [leasepool](https://docs.rs/leasepool).
+//!
+//! Most users depend on the `leasepool` facade crate, which re-exports
+//! everything here together with the backends. This crate holds what does
+//! not depend on how work runs:
+//!
+//! - the lease/pool **state machine** (private, in `state/`): idle pools,
+//!   lease records, the first-come, first-served wait queue, the desired
+//!   size, and every transition as a plain function of the current time;
+//! - the [`LeasedExecutorManager`] that wraps it with one lock, a checker
+//!   thread and the async surface ([`Acquire`], [`ExecutorLease`],
+//!   [`LeasedExecutor`], [`JobHandle`]);
+//! - the [`ExecutorBackend`] trait that thread, rayon, process and custom
+//!   backends implement;
+//! - [`Error`] and the [`ManagerStats`] snapshot.
+//!
+//! No async runtime is a dependency: futures wake through
+//! `event-listener`, and timers are the checker thread's deadline.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+mod acquire;
+mod backend;
+mod builder;
+mod checker;
+mod config;
+mod error;
+mod id;
+mod job;
+mod lease;
+mod manager;
+mod signal;
+mod state;
+mod stats;
+mod task;
+
+pub use acquire::{Acquire, AcquireFuture};
+pub use backend::{BackendPool, BrokenSignal, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard};
+pub use builder::ManagerBuilder;
+pub use config::ManagerConfig;
+pub use error::{Error, LeaseEnd, panic_message};
+pub use id::LeaseId;
+pub use job::JobHandle;
+pub use lease::{ExecutorLease, LeasedExecutor, Run};
+pub use manager::LeasedExecutorManager;
+pub use stats::{LeaseStats, ManagerStats};
+pub use task::Task;

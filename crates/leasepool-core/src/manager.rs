@@ -1,0 +1,593 @@
+//! `LeasedExecutorManager`: the state machine behind one lock, plus the
+//! checker thread and the async surface.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+
+use crate::backend::{BrokenSignal, LiveWorkers};
+use crate::checker::{self, CheckerSignal};
+use crate::job::JobSink;
+use crate::signal::{Gate, wait_for, wait_for_blocking};
+use crate::state::{Effects, LeaseState, Limits, Note, Phase, PoolSlot};
+use crate::{
+    Acquire, BackendPool, Error, ExecutorBackend, LeaseId, ManagerBuilder, ManagerConfig,
+    ManagerStats, PoolContext,
+};
+
+/// The pool handle the state machine moves around.
+pub(crate) type PoolRef<B> = Arc<<B as ExecutorBackend>::Pool>;
+pub(crate) type State<B> = LeaseState<PoolRef<B>, Arc<Event>>;
+pub(crate) type Fx<B> = Effects<PoolRef<B>, Arc<Event>>;
+
+const LOG_TARGET: &str = "leasepool";
+
+/// What the one lock guards.
+pub(crate) struct Core<B: ExecutorBackend> {
+    pub(crate) state: State<B>,
+    /// Published when the start in progress finishes.
+    start_gate: Option<Arc<Gate<Result<(), Error>>>>,
+    /// Workers (and the checker) of the current or last run.
+    live: Arc<LiveWorkers>,
+    /// Pools reported broken, waiting for the checker to shut them down.
+    deferred: Vec<PoolRef<B>>,
+}
+
+pub(crate) struct Inner<B: ExecutorBackend> {
+    pub(crate) id: u64,
+    pub(crate) backend: B,
+    pub(crate) config: ManagerConfig,
+    core: Mutex<Core<B>>,
+    pub(crate) checker: Arc<CheckerSignal>,
+}
+
+/// Owns a bounded set of executor pools and lends them out as leases.
+///
+/// Cheap to clone: clones share one manager. Every method can be called from
+/// any thread; the async methods run on any runtime (they need none), and
+/// each has a blocking twin for plain threads.
+///
+/// # Examples
+///
+/// ```
+/// use leasepool_core::{Error, ExecutorBackend, LeasedExecutorManager};
+/// # use leasepool_core::{BackendPool, LocalBackend, PoolContext, Task};
+/// # struct Inline;
+/// # struct InlinePool;
+/// # impl ExecutorBackend for Inline {
+/// #     type Pool = InlinePool;
+/// #     fn name(&self) -> &'static str { "inline" }
+/// #     fn create_pool(&self, _: PoolContext) -> Result<InlinePool, Error> { Ok(InlinePool) }
+/// # }
+/// # impl BackendPool for InlinePool {
+/// #     fn execute(&self, task: Task) { task.run() }
+/// #     fn shutdown(&self) {}
+/// # }
+/// # impl LocalBackend for Inline {}
+///
+/// # fn main() -> Result<(), Error> {
+/// futures_lite::future::block_on(async {
+///     let manager = LeasedExecutorManager::builder(Inline).max_pools(2).build()?;
+///     manager.start().await?;
+///     let lease = manager.acquire().owner("docs").await?;
+///     assert_eq!(lease.run(|| 2 + 2).await?, 4);
+///     lease.release().await;
+///     manager.stop().await;
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct LeasedExecutorManager<B: ExecutorBackend> {
+    pub(crate) inner: Arc<Inner<B>>,
+}
+
+impl<B: ExecutorBackend> Clone for LeasedExecutorManager<B> {
+    fn clone(&self) -> Self {
+        LeasedExecutorManager {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: ExecutorBackend> fmt::Debug for LeasedExecutorManager<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeasedExecutorManager")
+            .field("backend", &self.inner.backend.name())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: ExecutorBackend> LeasedExecutorManager<B> {
+    /// Starts configuring a manager for `backend`.
+    pub fn builder(backend: B) -> ManagerBuilder<B> {
+        ManagerBuilder::new(backend)
+    }
+
+    pub(crate) fn from_parts(backend: B, config: ManagerConfig) -> Self {
+        let id = crate::id::next_manager_id();
+        let limits = Limits {
+            max_pools: config.max_pools,
+            min_pools: config.min_pools,
+        };
+        LeasedExecutorManager {
+            inner: Arc::new(Inner {
+                id,
+                backend,
+                config,
+                core: Mutex::new(Core {
+                    state: LeaseState::new(id, limits),
+                    start_gate: None,
+                    live: Arc::new(LiveWorkers::default()),
+                    deferred: Vec::new(),
+                }),
+                checker: Arc::new(CheckerSignal::default()),
+            }),
+        }
+    }
+
+    /// Creates the desired number of pools and starts the checker.
+    ///
+    /// Calling it while started does nothing. If a pool cannot be created,
+    /// every pool created so far is shut down, the manager stays stopped and
+    /// the error is returned. A stopped manager can be started again.
+    pub async fn start(&self) -> Result<(), Error> {
+        match self.inner.begin_start()? {
+            Some(gate) => gate.wait().await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`start`](Self::start) for plain threads.
+    pub fn start_blocking(&self) -> Result<(), Error> {
+        match self.inner.begin_start()? {
+            Some(gate) => gate.wait_blocking(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the manager: stops the checker, shuts every pool down (queued
+    /// jobs are cancelled, running jobs finish), fails every waiter with
+    /// [`Error::NotStarted`], and ends every lease. Returns once every
+    /// worker thread the manager started has exited.
+    ///
+    /// Safe before `start()` and safe to repeat.
+    pub async fn stop(&self) {
+        let live = self.inner.begin_stop();
+        wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
+    }
+
+    /// [`stop`](Self::stop) for plain threads.
+    pub fn stop_blocking(&self) {
+        let live = self.inner.begin_stop();
+        wait_for_blocking(&live.exited, || (live.get() == 0).then_some(()));
+    }
+
+    /// Borrows a pool. Configure the request on the returned builder and
+    /// `.await` it (or call [`Acquire::blocking`] on a plain thread).
+    ///
+    /// Waiters are served first come, first served.
+    pub fn acquire(&self) -> Acquire<'_, B> {
+        Acquire::new(self)
+    }
+
+    /// Releases the lease with this id. Unknown or already released ids are
+    /// ignored. Most code calls [`ExecutorLease::release`](crate::ExecutorLease::release)
+    /// or drops the lease instead.
+    pub async fn release(&self, id: &LeaseId) {
+        self.release_now(id);
+    }
+
+    /// [`release`](Self::release) without an async context.
+    pub fn release_now(&self, id: &LeaseId) {
+        if id.manager() == self.inner.id {
+            self.inner.release(id.seq());
+        }
+    }
+
+    /// Wakes the checker so it re-reads the size provider now.
+    pub fn notify_scale_changed(&self) {
+        self.inner.checker.kick();
+    }
+
+    /// The adaptive target: `min(max_pools, max(min_pools,
+    /// ceil(size_provider() / units_per_pool)))`. Calls the size provider.
+    pub fn desired_executor_count(&self) -> usize {
+        self.inner.compute_desired()
+    }
+
+    /// Idle pools.
+    pub fn available_count(&self) -> usize {
+        self.inner.core().state.available()
+    }
+
+    /// Leased pools (draining leases included).
+    pub fn leased_count(&self) -> usize {
+        self.inner.core().state.leased()
+    }
+
+    /// `available_count + leased_count`, read at one instant.
+    pub fn total_count(&self) -> usize {
+        self.inner.core().state.total()
+    }
+
+    /// True between a successful `start` and `stop`.
+    pub fn is_started(&self) -> bool {
+        self.inner.core().state.phase() == Phase::Running
+    }
+
+    /// The backend's name ("thread", "rayon", "process", or a custom name).
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// A consistent snapshot of pools and leases, taken under one lock.
+    pub fn stats(&self) -> ManagerStats {
+        let now = Instant::now();
+        let core = self.inner.core();
+        let state = &core.state;
+        let limits = state.limits();
+        ManagerStats {
+            backend: self.inner.backend.name(),
+            desired: state.desired(),
+            max_pools: limits.max_pools,
+            min_pools: limits.min_pools,
+            available: state.available(),
+            leased: state.leased(),
+            total: state.total(),
+            workers_per_pool: self.inner.config.workers_per_pool,
+            waiting: state.waiting(),
+            leases: state.lease_stats(now),
+        }
+    }
+}
+
+impl<B: ExecutorBackend> Inner<B> {
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core<B>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state under the lock, then performs its effects with
+    /// the lock released.
+    pub(crate) fn transition<R>(&self, f: impl FnOnce(&mut State<B>, &mut Fx<B>) -> R) -> R {
+        let mut fx = Effects::default();
+        let result = f(&mut self.core().state, &mut fx);
+        self.apply(fx);
+        result
+    }
+
+    /// Performs the effects of a transition. Never called under the lock.
+    pub(crate) fn apply(&self, fx: Fx<B>) {
+        if fx.is_empty() {
+            return;
+        }
+        for note in &fx.notes {
+            log_note(self.backend.name(), note);
+        }
+        for pool in fx.shutdown {
+            pool.shutdown();
+        }
+        for signal in fx.wake {
+            signal.notify(usize::MAX);
+        }
+        if fx.wake_checker {
+            self.checker.kick();
+        }
+    }
+
+    pub(crate) fn release(&self, key: u64) {
+        self.transition(|state, fx| state.release(key, Instant::now(), fx));
+    }
+
+    pub(crate) fn compute_desired(&self) -> usize {
+        let config = &self.config;
+        let units = match &config.size_provider {
+            None => 0,
+            Some(provider) => match catch_unwind(AssertUnwindSafe(|| provider())) {
+                Ok(units) => units,
+                Err(_) => {
+                    log::debug!(target: LOG_TARGET, "size_provider panicked; counting 0 units for this check");
+                    0
+                }
+            },
+        };
+        units
+            .div_ceil(config.units_per_pool)
+            .clamp(config.min_pools, config.max_pools)
+    }
+
+    /// Moves to `Starting` and launches the checker thread, which creates
+    /// the first pools. Returns the gate to wait on, or `None` if already
+    /// running.
+    fn begin_start(self: &Arc<Self>) -> Result<Option<Arc<Gate<Result<(), Error>>>>, Error> {
+        let mut core = self.core();
+        match core.state.begin_start() {
+            Phase::Running => return Ok(None),
+            Phase::Starting => return Ok(core.start_gate.clone()),
+            Phase::Stopped => {}
+        }
+        let gate = Arc::new(Gate::new());
+        core.start_gate = Some(gate.clone());
+        core.live = Arc::new(LiveWorkers::default());
+        let generation = self.checker.next_generation();
+        let spawned = checker::spawn(self, generation, gate.clone(), core.live.clone());
+        if let Err(error) = spawned {
+            core.state.abort_start();
+            core.start_gate = None;
+            return Err(error);
+        }
+        Ok(Some(gate))
+    }
+
+    /// Called on the checker thread: creates the first pools.
+    pub(crate) fn create_initial_pools(self: &Arc<Self>, generation: u64) -> Result<(), Error> {
+        let desired = self.compute_desired();
+        let (seqs, live) = {
+            let mut core = self.core();
+            core.state.set_desired(desired);
+            (core.state.reserve_pool_seqs(desired), core.live.clone())
+        };
+        let mut pools = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            match self.create_pool(seq, &live) {
+                Ok(slot) => pools.push(slot),
+                Err(error) => {
+                    for slot in pools {
+                        slot.pool.shutdown();
+                    }
+                    {
+                        let mut core = self.core();
+                        if self.checker.is_current(generation) {
+                            core.state.abort_start();
+                        }
+                    }
+                    log::warn!(target: LOG_TARGET, "start failed: {error}");
+                    return Err(error);
+                }
+            }
+        }
+        let created: Vec<u64> = pools.iter().map(|slot| slot.seq).collect();
+        let installed = {
+            let mut core = self.core();
+            if self.checker.is_current(generation) {
+                core.state.finish_start(pools)
+            } else {
+                Err(pools)
+            }
+        };
+        match installed {
+            Ok(()) => {
+                for seq in created {
+                    log::info!(target: LOG_TARGET, "created executor pool {seq} (backend {})", self.backend.name());
+                }
+                log::info!(
+                    target: LOG_TARGET,
+                    "started lease manager: backend {}, {desired} pools, max_pools {}",
+                    self.backend.name(),
+                    self.config.max_pools
+                );
+                Ok(())
+            }
+            Err(pools) => {
+                for slot in pools {
+                    slot.pool.shutdown();
+                }
+                Err(Error::NotStarted)
+            }
+        }
+    }
+
+    /// Builds pool `seq` through the backend.
+    pub(crate) fn create_pool(
+        self: &Arc<Self>,
+        seq: u64,
+        live: &Arc<LiveWorkers>,
+    ) -> Result<PoolSlot<PoolRef<B>>, Error> {
+        let weak = Arc::downgrade(self);
+        let broken = BrokenSignal::new(Arc::new(move |reason: &str| {
+            if let Some(inner) = weak.upgrade() {
+                inner.pool_broken(seq, reason);
+            }
+        }));
+        let ctx = PoolContext {
+            seq,
+            workers: self.config.workers_per_pool,
+            name_prefix: self.config.name_prefix.clone(),
+            broken,
+            live: live.clone(),
+        };
+        let pool = self.backend.create_pool(ctx)?;
+        Ok(PoolSlot {
+            seq,
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// A backend reported pool `seq` broken. The lease (if any) is retired
+    /// now; the pool itself is shut down later by the checker, never on the
+    /// reporting thread.
+    fn pool_broken(&self, seq: u64, reason: &str) {
+        let mut fx = Effects::default();
+        {
+            let mut core = self.core();
+            core.state.pool_broken(seq, reason, &mut fx);
+            let deferred = std::mem::take(&mut fx.shutdown);
+            core.deferred.extend(deferred);
+        }
+        fx.wake_checker = true;
+        self.apply(fx);
+    }
+
+    /// One checker pass. Returns when the next pass is due, or `None` once
+    /// the manager is not running.
+    pub(crate) fn checker_pass(self: &Arc<Self>) -> Option<Instant> {
+        let desired = self.compute_desired();
+        let now = Instant::now();
+        let mut fx = Effects::default();
+        let (deadline, creations, live) = {
+            let mut core = self.core();
+            if core.state.phase() != Phase::Running {
+                return None;
+            }
+            fx.shutdown.append(&mut core.deferred);
+            core.state.set_desired(desired);
+            let deadline = core
+                .state
+                .tick(now, self.config.check_interval, &mut fx);
+            (deadline, core.state.plan_creations(), core.live.clone())
+        };
+        self.apply(fx);
+        for seq in creations {
+            let created = self.create_pool(seq, &live);
+            self.transition(|state, fx| match created {
+                Ok(slot) => state.pool_created(slot, Instant::now(), fx),
+                Err(error) => state.pool_creation_failed(error, fx),
+            });
+        }
+        Some(deadline)
+    }
+
+    /// Stops everything and returns the worker count to wait on.
+    fn begin_stop(&self) -> Arc<LiveWorkers> {
+        let mut fx = Effects::default();
+        let (live, was_running) = {
+            let mut core = self.core();
+            let was_running = core.state.phase() != Phase::Stopped;
+            core.state.stop(&mut fx);
+            fx.shutdown.append(&mut core.deferred);
+            core.start_gate = None;
+            self.checker.next_generation();
+            (core.live.clone(), was_running)
+        };
+        self.checker.kick();
+        self.apply(fx);
+        if was_running {
+            log::info!(target: LOG_TARGET, "stopped lease manager (backend {})", self.backend.name());
+        }
+        live
+    }
+}
+
+impl<B: ExecutorBackend> JobSink for Inner<B> {
+    fn job_finished(&self, lease_key: u64) {
+        self.transition(|state, fx| state.job_finished(lease_key, Instant::now(), fx));
+    }
+}
+
+impl<B: ExecutorBackend> Drop for Inner<B> {
+    fn drop(&mut self) {
+        // Dropped without stop(): shut pools down without waiting, and let
+        // the checker thread (which holds only a weak reference) exit.
+        let mut fx = Effects::default();
+        {
+            let core = self.core.get_mut().unwrap_or_else(PoisonError::into_inner);
+            core.state.stop(&mut fx);
+            fx.shutdown.append(&mut core.deferred);
+        }
+        self.checker.next_generation();
+        self.checker.kick();
+        for pool in fx.shutdown {
+            pool.shutdown();
+        }
+        for signal in fx.wake {
+            signal.notify(usize::MAX);
+        }
+    }
+}
+
+pub(crate) fn weak_sink<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<dyn JobSink> {
+    let weak: Weak<Inner<B>> = Arc::downgrade(inner);
+    weak
+}
+
+fn log_note(backend: &str, note: &Note) {
+    use crate::state::Finalised;
+    let owner = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("-").to_owned();
+    match note {
+        Note::Leased {
+            id,
+            owner: o,
+            pool,
+            duration,
+            grace,
+        } => log::info!(
+            target: LOG_TARGET,
+            "leased pool {pool} as {id} (owner {}, lease {duration:?}, grace {grace:?}, backend {backend})",
+            owner(o)
+        ),
+        Note::Draining { id, pending } => log::info!(
+            target: LOG_TARGET,
+            "released {id} with {pending} jobs pending: draining"
+        ),
+        Note::Finalised { id, pool, outcome } => {
+            let outcome = match outcome {
+                Finalised::HandedOff => "handed to the oldest waiter",
+                Finalised::Idle => "returned to the idle set",
+                Finalised::ShutDown => "shut down",
+            };
+            log::info!(target: LOG_TARGET, "finalised {id}: pool {pool} {outcome}")
+        }
+        Note::SoftExpired { id, owner: o } => log::warn!(
+            target: LOG_TARGET,
+            "{id} (owner {}) passed its soft expiry; it will be revoked at hard expiry",
+            owner(o)
+        ),
+        Note::Revoked { id, owner: o, pool } => log::warn!(
+            target: LOG_TARGET,
+            "revoked {id} (owner {}) at hard expiry; pool {pool} shut down",
+            owner(o)
+        ),
+        Note::Retired {
+            pool,
+            lease,
+            reason,
+        } => match lease {
+            Some(id) => log::warn!(
+                target: LOG_TARGET,
+                "retired broken pool {pool} held by {id}: {reason}"
+            ),
+            None => log::warn!(target: LOG_TARGET, "retired broken idle pool {pool}: {reason}"),
+        },
+        Note::Shrunk { pool } => log::info!(
+            target: LOG_TARGET,
+            "shut down idle pool {pool}: above the desired count"
+        ),
+        Note::Created { pool } => log::info!(
+            target: LOG_TARGET,
+            "created executor pool {pool} (backend {backend})"
+        ),
+        Note::CreateFailed { error } => log::warn!(
+            target: LOG_TARGET,
+            "could not create an executor pool: {error}"
+        ),
+        Note::WaiterTimedOut { waited } => log::debug!(
+            target: LOG_TARGET,
+            "an acquire timed out after {waited:?}"
+        ),
+    }
+}
+
+/// Used by the checker to sleep without holding the manager alive.
+pub(crate) fn downgrade<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<Inner<B>> {
+    Arc::downgrade(inner)
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync<B: ExecutorBackend>() {
+    fn is<T: Send + Sync>() {}
+    is::<LeasedExecutorManager<B>>();
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,723 @@
+//! The lease/pool state machine.
+//!
+//! Everything the manager knows about pools, leases and waiters lives in one
+//! [`LeaseState`], guarded by one lock in the manager. Every transition is an
+//! ordinary method that takes the current time as an argument and describes
+//! its side effects in [`Effects`], so the whole machine runs in unit tests
+//! without threads, clocks or backends.
+//!
+//! # Where a pool can be
+//!
+//! ```text
+//!               create (checker)            acquire / hand-off
+//!  (nothing) ─────────────────────▶ idle ───────────────────────▶ leased
+//!      ▲                             ▲  ◀──── finalise (kept) ───── │ │
+//!      │                             │                              │ │ release with
+//!      │         shrink (newest)     │     finalise: hand-off ─────▶│ │ jobs pending
+//!      └──────── shut down ◀─────────┘     to the oldest waiter     │ ▼
+//!                   ▲                                               │ draining
+//!                   └── revoke (hard expiry) / broken / stop ◀──────┘ │
+//!                   └── finalise (expired, stopping, above desired) ◀─┘
+//! ```
+//!
+//! | event            | from              | to                                         |
+//! |------------------|-------------------|--------------------------------------------|
+//! | `acquire`        | idle (oldest)     | leased, or the caller joins the wait queue |
+//! | `release`        | leased            | draining if jobs pend, else finalised      |
+//! | `job_finished`   | draining, last job| finalised                                  |
+//! | finalise         | leased            | oldest waiter, idle, or shut down          |
+//! | `revoke_expired` | leased / draining | shut down                                  |
+//! | `pool_broken`    | idle / leased     | shut down                                  |
+//! | `tick` (shrink)  | idle (newest)     | shut down                                  |
+//! | `pool_created`   | being created     | oldest waiter, idle, or shut down          |
+//! | `stop`           | everywhere        | shut down; waiters fail                    |
+//!
+//! Invariants that hold after every transition (checked by `check_invariants`
+//! in tests): `available + leased == total`, `total + creating <= max_pools`,
+//! a pool sits in exactly one place, and no waiter is queued while a pool is
+//! idle.
+
+mod effects;
+mod waiters;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+pub(crate) use effects::{Effects, Finalised, Note};
+pub(crate) use waiters::Resolution;
+use waiters::{WaitQueue, Waiter};
+
+use crate::stats::LeaseStats;
+use crate::{Error, LeaseEnd, LeaseId};
+
+/// `now + d`, saturating instead of overflowing. Configuration validation
+/// rejects durations that overflow, so saturation only guards the theoretical
+/// edge where a duration valid at build time overflows later.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| {
+        // Find the largest representable step by halving.
+        let mut step = d;
+        let mut at = now;
+        while !step.is_zero() {
+            if let Some(next) = at.checked_add(step) {
+                at = next;
+            } else {
+                step /= 2;
+            }
+        }
+        at
+    })
+}
+
+/// The manager's lifecycle phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Stopped,
+    Starting,
+    Running,
+}
+
+/// Pool-count limits from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_pools: usize,
+    pub(crate) min_pools: usize,
+}
+
+/// What an acquirer asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseTerms {
+    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) duration: Duration,
+    pub(crate) grace: Duration,
+}
+
+/// The lease end reason, shared between the record and the handles so a
+/// handle can say why its lease stopped working after the record is gone.
+#[derive(Debug, Default)]
+pub(crate) struct EndCell(AtomicU8);
+
+impl EndCell {
+    /// Records the reason; the first reason wins.
+    pub(crate) fn set(&self, end: LeaseEnd) {
+        let code = match end {
+            LeaseEnd::Released => 1,
+            LeaseEnd::Expired => 2,
+            LeaseEnd::Broken => 3,
+            LeaseEnd::Stopped => 4,
+        };
+        let _ = self
+            .0
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn get(&self) -> Option<LeaseEnd> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(LeaseEnd::Released),
+            2 => Some(LeaseEnd::Expired),
+            3 => Some(LeaseEnd::Broken),
+            4 => Some(LeaseEnd::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// A pool and its sequence number (used in thread names and logs).
+#[derive(Debug)]
+pub(crate) struct PoolSlot<P> {
+    pub(crate) seq: u64,
+    pub(crate) pool: P,
+}
+
+/// The bookkeeping for one lease.
+#[derive(Debug)]
+pub(crate) struct LeaseRecord<P> {
+    pub(crate) id: LeaseId,
+    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) soft: Instant,
+    pub(crate) hard: Instant,
+    pub(crate) pool: PoolSlot<P>,
+    pub(crate) pending: usize,
+    pub(crate) draining: bool,
+    pub(crate) soft_warned: bool,
+    pub(crate) end: Arc<EndCell>,
+}
+
+/// What a successful acquire hands to the caller to build its lease handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) key: u64,
+    pub(crate) id: LeaseId,
+    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) leased_at: Instant,
+    pub(crate) duration: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) soft: Instant,
+    pub(crate) hard: Instant,
+    pub(crate) end: Arc<EndCell>,
+}
+
+/// The result of an acquire attempt that did not fail.
+#[derive(Debug)]
+pub(crate) enum AcquireStep {
+    Granted(Grant),
+    /// Queued as waiter `id`; its resolution is parked when it is woken.
+    Queued(u64),
+}
+
+/// What an acquirer brings: its terms and how long it will wait.
+#[derive(Debug)]
+pub(crate) struct AcquireRequest {
+    pub(crate) terms: LeaseTerms,
+    pub(crate) wait: bool,
+    /// The timeout and the deadline it gives.
+    pub(crate) deadline: Option<(Instant, Duration)>,
+}
+
+/// The whole lease/pool state. `P` is a pool handle, `S` a waiter signal.
+#[derive(Debug)]
+pub(crate) struct LeaseState<P, S> {
+    manager_id: u64,
+    limits: Limits,
+    phase: Phase,
+    desired: usize,
+    idle: VecDeque<PoolSlot<P>>,
+    leases: HashMap<u64, LeaseRecord<P>>,
+    waiters: WaitQueue<S>,
+    creating: usize,
+    next_lease: u64,
+    next_pool: u64,
+    /// When the checker will next run on its own (`None`: not scheduled).
+    checker_wake_at: Option<Instant>,
+}
+
+impl<P: Clone, S> LeaseState<P, S> {
+    pub(crate) fn new(manager_id: u64, limits: Limits) -> Self {
+        LeaseState {
+            manager_id,
+            limits,
+            phase: Phase::Stopped,
+            desired: limits.min_pools,
+            idle: VecDeque::new(),
+            leases: HashMap::new(),
+            waiters: WaitQueue::new(),
+            creating: 0,
+            next_lease: 1,
+            next_pool: 1,
+            checker_wake_at: None,
+        }
+    }
+
+    // ----- observation -------------------------------------------------
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub(crate) fn available(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub(crate) fn leased(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub(crate) fn total(&self) -> usize {
+        self.idle.len() + self.leases.len()
+    }
+
+    pub(crate) fn desired(&self) -> usize {
+        self.desired
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn lease_stats(&self, now: Instant) -> Vec<LeaseStats> {
+        let mut stats: Vec<LeaseStats> = self
+            .leases
+            .values()
+            .map(|r| LeaseStats {
+                id: r.id,
+                owner: r.owner.as_deref().map(str::to_owned),
+                until_soft_expiry: r.soft.saturating_duration_since(now),
+                until_hard_expiry: r.hard.saturating_duration_since(now),
+                draining: r.draining,
+                pending_jobs: r.pending,
+            })
+            .collect();
+        stats.sort_by_key(|s| s.id);
+        stats
+    }
+
+    // ----- lifecycle ---------------------------------------------------
+
+    /// Moves `Stopped` to `Starting`. Returns the phase found.
+    pub(crate) fn begin_start(&mut self) -> Phase {
+        let found = self.phase;
+        if found == Phase::Stopped {
+            self.phase = Phase::Starting;
+        }
+        found
+    }
+
+    /// Installs the pools created by `start`. If the manager was stopped
+    /// meanwhile, the pools come back for shutdown.
+    pub(crate) fn finish_start(&mut self, pools: Vec<PoolSlot<P>>) -> Result<(), Vec<PoolSlot<P>>> {
+        if self.phase != Phase::Starting {
+            return Err(pools);
+        }
+        self.phase = Phase::Running;
+        self.idle.extend(pools);
+        Ok(())
+    }
+
+    /// Start failed: back to `Stopped` (if nobody else changed the phase).
+    pub(crate) fn abort_start(&mut self) {
+        if self.phase == Phase::Starting {
+            self.phase = Phase::Stopped;
+        }
+    }
+
+    /// Hands out sequence numbers for pools created outside the normal
+    /// checker planning (start-up).
+    pub(crate) fn reserve_pool_seqs(&mut self, n: usize) -> Vec<u64> {
+        let first = self.next_pool;
+        self.next_pool += n as u64;
+        (first..self.next_pool).collect()
+    }
+
+    /// Stops everything: every pool is shut down, every lease ends, every
+    /// waiter fails with `NotStarted`.
+    pub(crate) fn stop(&mut self, fx: &mut Effects<P, S>) {
+        self.phase = Phase::Stopped;
+        self.checker_wake_at = None;
+        for slot in self.idle.drain(..) {
+            fx.shutdown.push(slot.pool);
+        }
+        for (_, record) in self.leases.drain() {
+            record.end.set(LeaseEnd::Stopped);
+            fx.shutdown.push(record.pool.pool);
+        }
+        for waiter in self.waiters.drain() {
+            fx.wake
+                .push(self.waiters.resolve(waiter, Resolution::Failed(Error::NotStarted)));
+        }
+        self.waiters.fail_parked_grants(&Error::NotStarted);
+    }
+
+    // ----- acquire and waiters ------------------------------------------
+
+    /// Tries to lease a pool at once; otherwise queues the caller (creating
+    /// its signal with `signal`) or fails.
+    pub(crate) fn acquire(
+        &mut self,
+        request: AcquireRequest,
+        now: Instant,
+        signal: impl FnOnce() -> S,
+        fx: &mut Effects<P, S>,
+    ) -> Result<AcquireStep, Error> {
+        if self.phase != Phase::Running {
+            return Err(Error::NotStarted);
+        }
+        self.revoke_expired(now, fx);
+        if let Some(slot) = self.idle.pop_front() {
+            // Invariant: an idle pool means nobody is queued, so taking it
+            // first is first-come, first-served.
+            debug_assert!(self.waiters.is_empty());
+            return Ok(AcquireStep::Granted(self.grant(slot, request.terms, now, fx)));
+        }
+        let room = self.total() + self.creating < self.limits.max_pools;
+        if !request.wait && !room {
+            return Err(Error::Unavailable {
+                max_pools: self.limits.max_pools,
+            });
+        }
+        if let Some((at, timeout)) = request.deadline {
+            if at <= now && !room {
+                return Err(Error::Timeout(timeout));
+            }
+        }
+        let id = self.waiters.push(request.terms, request.deadline, signal());
+        if self.creations_needed() > 0 || self.before_checker(request.deadline.map(|(at, _)| at)) {
+            fx.wake_checker = true;
+        }
+        Ok(AcquireStep::Queued(id))
+    }
+
+    /// The outcome parked for waiter `id`, if it has one.
+    pub(crate) fn take_resolution(&mut self, id: u64) -> Option<Resolution> {
+        self.waiters.take_resolution(id)
+    }
+
+    /// The waiter's future was dropped. If it was already granted a lease,
+    /// that lease is released so the pool goes to the next waiter.
+    pub(crate) fn cancel_waiter(&mut self, id: u64, now: Instant, fx: &mut Effects<P, S>) {
+        if self.waiters.remove_queued(id) {
+            return;
+        }
+        if let Some(Resolution::Granted(grant)) = self.waiters.take_resolution(id) {
+            self.release(grant.key, now, fx);
+        }
+    }
+
+    /// Leases `slot` under `terms`.
+    fn grant(
+        &mut self,
+        slot: PoolSlot<P>,
+        terms: LeaseTerms,
+        now: Instant,
+        fx: &mut Effects<P, S>,
+    ) -> Grant {
+        let key = self.next_lease;
+        self.next_lease += 1;
+        let id = LeaseId::new(self.manager_id, key);
+        let soft = deadline_after(now, terms.duration);
+        let hard = deadline_after(soft, terms.grace);
+        let end = Arc::new(EndCell::default());
+        fx.notes.push(Note::Leased {
+            id,
+            owner: terms.owner.clone(),
+            pool: slot.seq,
+            duration: terms.duration,
+            grace: terms.grace,
+        });
+        if self.before_checker(Some(soft)) {
+            fx.wake_checker = true;
+        }
+        self.leases.insert(
+            key,
+            LeaseRecord {
+                id,
+                owner: terms.owner.clone(),
+                soft,
+                hard,
+                pool: slot,
+                pending: 0,
+                draining: false,
+                soft_warned: false,
+                end: end.clone(),
+            },
+        );
+        Grant {
+            key,
+            id,
+            owner: terms.owner,
+            leased_at: now,
+            duration: terms.duration,
+            grace: terms.grace,
+            soft,
+            hard,
+            end,
+        }
+    }
+
+    /// Gives a healthy, free pool to the oldest waiter, or keeps it idle if
+    /// that does not push the total above the desired count, or shuts it
+    /// down. `total` must not count `slot` yet.
+    fn offer(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) -> Finalised {
+        if let Some(waiter) = self.waiters.pop_oldest() {
+            let Waiter { terms, .. } = &waiter;
+            let grant = self.grant(slot, terms.clone(), now, fx);
+            fx.wake
+                .push(self.waiters.resolve(waiter, Resolution::Granted(grant)));
+            Finalised::HandedOff
+        } else if self.total() < self.desired {
+            self.idle.push_back(slot);
+            Finalised::Idle
+        } else {
+            fx.shutdown.push(slot.pool);
+            Finalised::ShutDown
+        }
+    }
+
+    // ----- release, draining, finalise ----------------------------------
+
+    /// Releases a lease. Idempotent; unknown keys are ignored.
+    pub(crate) fn release(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) {
+        let Some(record) = self.leases.get_mut(&key) else {
+            return;
+        };
+        if record.draining {
+            return;
+        }
+        record.end.set(LeaseEnd::Released);
+        if record.pending > 0 {
+            record.draining = true;
+            fx.notes.push(Note::Draining {
+                id: record.id,
+                pending: record.pending,
+            });
+            return;
+        }
+        if let Some(record) = self.leases.remove(&key) {
+            self.finalise(record, now, fx);
+        }
+    }
+
+    /// The lease is over and its pool has no jobs: decide where it goes.
+    fn finalise(&mut self, record: LeaseRecord<P>, now: Instant, fx: &mut Effects<P, S>) {
+        let healthy = self.phase == Phase::Running && now < record.hard;
+        let pool = record.pool.seq;
+        let outcome = if healthy {
+            self.offer(record.pool, now, fx)
+        } else {
+            fx.shutdown.push(record.pool.pool);
+            Finalised::ShutDown
+        };
+        fx.notes.push(Note::Finalised {
+            id: record.id,
+            pool,
+            outcome,
+        });
+        self.request_capacity(fx);
+    }
+
+    /// A job is about to be submitted through lease `key`: count it and hand
+    /// back the pool. `None` if the lease cannot take work (its end cell says
+    /// why). A lease found past its hard expiry is revoked here.
+    pub(crate) fn begin_job(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) -> Option<P> {
+        let record = self.leases.get_mut(&key)?;
+        if record.draining {
+            return None;
+        }
+        if now >= record.hard {
+            self.revoke(key, fx);
+            return None;
+        }
+        record.pending += 1;
+        Some(record.pool.pool.clone())
+    }
+
+    /// A job submitted through lease `key` finished (or was cancelled).
+    pub(crate) fn job_finished(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) {
+        let Some(record) = self.leases.get_mut(&key) else {
+            return;
+        };
+        record.pending = record.pending.saturating_sub(1);
+        if record.draining && record.pending == 0 {
+            if let Some(record) = self.leases.remove(&key) {
+                self.finalise(record, now, fx);
+            }
+        }
+    }
+
+    // ----- expiry, broken pools -----------------------------------------
+
+    /// Revokes one lease: its pool is shut down, never recycled.
+    fn revoke(&mut self, key: u64, fx: &mut Effects<P, S>) {
+        let Some(record) = self.leases.remove(&key) else {
+            return;
+        };
+        record.end.set(LeaseEnd::Expired);
+        fx.notes.push(Note::Revoked {
+            id: record.id,
+            owner: record.owner.clone(),
+            pool: record.pool.seq,
+        });
+        fx.shutdown.push(record.pool.pool);
+        self.request_capacity(fx);
+    }
+
+    /// Revokes every lease at or past its hard expiry.
+    pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, S>) {
+        if !self.leases.values().any(|r| now >= r.hard) {
+            return;
+        }
+        let mut expired: Vec<(LeaseId, u64)> = self
+            .leases
+            .iter()
+            .filter(|(_, r)| now >= r.hard)
+            .map(|(key, r)| (r.id, *key))
+            .collect();
+        expired.sort_unstable();
+        for (_, key) in expired {
+            self.revoke(key, fx);
+        }
+    }
+
+    /// Pool `seq` can no longer run work: retire it wherever it is.
+    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
+        if let Some(index) = self.idle.iter().position(|slot| slot.seq == seq) {
+            if let Some(slot) = self.idle.remove(index) {
+                fx.shutdown.push(slot.pool);
+            }
+            fx.notes.push(Note::Retired {
+                pool: seq,
+                lease: None,
+                reason: reason.to_owned(),
+            });
+        } else if let Some(key) = self
+            .leases
+            .iter()
+            .find(|(_, r)| r.pool.seq == seq)
+            .map(|(key, _)| *key)
+        {
+            if let Some(record) = self.leases.remove(&key) {
+                record.end.set(LeaseEnd::Broken);
+                fx.notes.push(Note::Retired {
+                    pool: seq,
+                    lease: Some(record.id),
+                    reason: reason.to_owned(),
+                });
+                fx.shutdown.push(record.pool.pool);
+            }
+        } else {
+            return;
+        }
+        self.request_capacity(fx);
+    }
+
+    // ----- sizing and the checker ---------------------------------------
+
+    pub(crate) fn set_desired(&mut self, desired: usize) {
+        self.desired = desired.clamp(self.limits.min_pools, self.limits.max_pools);
+    }
+
+    /// How many pools the checker should create now: up to the desired
+    /// count, plus one for each waiter that no creation in flight will
+    /// serve, within `max_pools`.
+    pub(crate) fn creations_needed(&self) -> usize {
+        if self.phase != Phase::Running {
+            return 0;
+        }
+        let have = self.total() + self.creating;
+        let room = self.limits.max_pools.saturating_sub(have);
+        let for_desired = self.desired.saturating_sub(have);
+        let for_waiters = self
+            .waiters
+            .len()
+            .saturating_sub(self.creating + for_desired);
+        room.min(for_desired + for_waiters)
+    }
+
+    /// Wakes the checker if capacity must be created.
+    fn request_capacity(&mut self, fx: &mut Effects<P, S>) {
+        if self.creations_needed() > 0 {
+            fx.wake_checker = true;
+        }
+    }
+
+    /// Reserves the creations the checker is about to perform and returns
+    /// their pool sequence numbers.
+    pub(crate) fn plan_creations(&mut self) -> Vec<u64> {
+        let n = self.creations_needed();
+        self.creating += n;
+        self.reserve_pool_seqs(n)
+    }
+
+    /// A planned creation succeeded.
+    pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) {
+        self.creating = self.creating.saturating_sub(1);
+        fx.notes.push(Note::Created { pool: slot.seq });
+        if self.phase != Phase::Running {
+            fx.shutdown.push(slot.pool);
+            return;
+        }
+        self.offer(slot, now, fx);
+    }
+
+    /// A planned creation failed: the oldest waiter that no other creation
+    /// in flight will serve gets the error.
+    pub(crate) fn pool_creation_failed(&mut self, error: Error, fx: &mut Effects<P, S>) {
+        self.creating = self.creating.saturating_sub(1);
+        if self.waiters.len() > self.creating {
+            if let Some(waiter) = self.waiters.pop_oldest() {
+                fx.wake
+                    .push(self.waiters.resolve(waiter, Resolution::Failed(error.clone())));
+            }
+        }
+        fx.notes.push(Note::CreateFailed { error });
+    }
+
+    /// One checker pass: revoke expired leases, time out waiters, warn about
+    /// soft expiry, and shut down idle pools above the desired count
+    /// (newest first). Returns when the checker must run next, at the
+    /// latest after `interval`.
+    pub(crate) fn tick(&mut self, now: Instant, interval: Duration, fx: &mut Effects<P, S>) -> Instant {
+        if self.phase == Phase::Running {
+            self.revoke_expired(now, fx);
+            for waiter in self.waiters.take_timed_out(now) {
+                let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
+                fx.notes.push(Note::WaiterTimedOut { waited: timeout });
+                fx.wake
+                    .push(self.waiters.resolve(waiter, Resolution::Failed(Error::Timeout(timeout))));
+            }
+            for record in self.leases.values_mut() {
+                if !record.soft_warned && now >= record.soft {
+                    record.soft_warned = true;
+                    fx.notes.push(Note::SoftExpired {
+                        id: record.id,
+                        owner: record.owner.clone(),
+                    });
+                }
+            }
+            while self.total() > self.desired {
+                let Some(slot) = self.idle.pop_back() else {
+                    break;
+                };
+                fx.notes.push(Note::Shrunk { pool: slot.seq });
+                fx.shutdown.push(slot.pool);
+            }
+        }
+        let next = self.next_deadline(now, interval);
+        self.checker_wake_at = Some(next);
+        next
+    }
+
+    /// The earliest moment something time-based happens, capped at
+    /// `now + interval`.
+    fn next_deadline(&self, now: Instant, interval: Duration) -> Instant {
+        let mut next = deadline_after(now, interval);
+        for record in self.leases.values() {
+            next = next.min(record.hard);
+            if !record.soft_warned {
+                next = next.min(record.soft);
+            }
+        }
+        if let Some(at) = self.waiters.earliest_deadline() {
+            next = next.min(at);
+        }
+        next
+    }
+
+    /// True if `at` comes before the checker's next scheduled pass.
+    fn before_checker(&self, at: Option<Instant>) -> bool {
+        match (at, self.checker_wake_at) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(at), Some(scheduled)) => at < scheduled,
+        }
+    }
+
+    /// Checks every invariant; used by the tests after each transition.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self, pool_id: impl Fn(&P) -> u64) {
+        let total = self.total();
+        assert_eq!(self.available() + self.leased(), total);
+        assert!(total + self.creating <= self.limits.max_pools, "above max_pools");
+        assert!(self.idle.is_empty() || self.waiters.is_empty(), "waiter queued while a pool is idle");
+        let mut seen = std::collections::HashSet::new();
+        for slot in &self.idle {
+            assert!(seen.insert(pool_id(&slot.pool)), "pool in two places");
+        }
+        for record in self.leases.values() {
+            assert!(seen.insert(pool_id(&record.pool.pool)), "pool in two places");
+            assert!(record.soft <= record.hard);
+        }
+        if self.phase != Phase::Running {
+            assert_eq!(total, 0, "pools held while not running");
+            assert_eq!(self.waiters.len(), 0);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Diagnostic snapshots.
+
+use std::time::Duration;
+
+use crate::LeaseId;
+
+/// A consistent snapshot of a manager, taken under one lock.
+///
+/// `available + leased == total` always holds in a snapshot: the counts are
+/// derived from the same state, at the same instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ManagerStats {
+    /// The backend's name ("thread", "rayon", "process", or a custom name).
+    pub backend: &'static str,
+    /// The adaptive target pool count at the last sizing check.
+    pub desired: usize,
+    /// The configured maximum pool count.
+    pub max_pools: usize,
+    /// The configured minimum pool count.
+    pub min_pools: usize,
+    /// Idle pools, ready to lease.
+    pub available: usize,
+    /// Leased pools (draining leases included).
+    pub leased: usize,
+    /// `available + leased`.
+    pub total: usize,
+    /// Workers in each pool.
+    pub workers_per_pool: usize,
+    /// Waiters queued for a pool.
+    pub waiting: usize,
+    /// One entry per lease, in lease order.
+    pub leases: Vec<LeaseStats>,
+}
+
+/// One lease in a [`ManagerStats`] snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct LeaseStats {
+    /// The lease id.
+    pub id: LeaseId,
+    /// The owner label given at acquire.
+    pub owner: Option<String>,
+    /// Time left until soft expiry (zero once passed).
+    pub until_soft_expiry: Duration,
+    /// Time left until hard expiry (zero once passed).
+    pub until_hard_expiry: Duration,
+    /// True once released while jobs were still pending.
+    pub draining: bool,
+    /// Jobs submitted through the lease that have not finished.
+    pub pending_jobs: usize,
+}

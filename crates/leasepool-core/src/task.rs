@@ -1,0 +1,122 @@
+//! `Task`: one job as a backend sees it.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::error::panic_message;
+use crate::job::{JobHandle, JobShared, LeaseLink};
+use crate::Error;
+
+/// One job, handed to [`BackendPool::execute`](crate::BackendPool::execute).
+///
+/// A task ends exactly once: [`run`](Self::run) it, [`fail`](Self::fail) it,
+/// or drop it (its caller then sees [`Error::Cancelled`]). Each of these
+/// consumes the task, so it cannot end twice.
+pub struct Task {
+    inner: Box<dyn Runnable>,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task").finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// A task for `f` that counts against no lease, with the handle that
+    /// receives its result. Useful for testing a backend on its own; jobs
+    /// submitted through leases are created by the lease.
+    ///
+    /// ```
+    /// use leasepool_core::Task;
+    ///
+    /// let (task, handle) = Task::new(|| 6 * 7);
+    /// std::thread::spawn(move || task.run());
+    /// assert_eq!(handle.wait().unwrap(), 42);
+    /// ```
+    pub fn new<F, T>(f: F) -> (Task, JobHandle<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        Self::with_link(f, None)
+    }
+
+    pub(crate) fn with_link<F, T>(f: F, lease: Option<LeaseLink>) -> (Task, JobHandle<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = JobShared::new(lease);
+        let task = Task {
+            inner: Box::new(ClosureTask {
+                f: Some(f),
+                shared: shared.clone(),
+            }),
+        };
+        (task, JobHandle::new(shared))
+    }
+
+    /// Runs the job on the current thread, catching a panic (the caller gets
+    /// [`Error::Panicked`] and the current thread carries on). Does nothing
+    /// if the job was cancelled while queued.
+    pub fn run(self) {
+        self.inner.run();
+    }
+
+    /// Ends the job without running it; its caller gets `error` (typically
+    /// [`Error::Broken`]).
+    pub fn fail(self, error: Error) {
+        self.inner.fail(error);
+    }
+
+    /// True if the job's handle cancelled it: running it would do nothing.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+trait Runnable: Send {
+    fn run(self: Box<Self>);
+    fn fail(self: Box<Self>, error: Error);
+    fn is_cancelled(&self) -> bool;
+}
+
+struct ClosureTask<F, T> {
+    f: Option<F>,
+    shared: Arc<JobShared<T>>,
+}
+
+impl<F, T> Runnable for ClosureTask<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(mut self: Box<Self>) {
+        let Some(f) = self.f.take() else { return };
+        if !self.shared.start() {
+            return;
+        }
+        let result = catch_unwind(AssertUnwindSafe(f))
+            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())));
+        self.shared.finish(result);
+    }
+
+    fn fail(mut self: Box<Self>, error: Error) {
+        self.f = None;
+        self.shared.end_unstarted(error);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        !self.shared.is_queued()
+    }
+}
+
+impl<F, T> Drop for ClosureTask<F, T> {
+    fn drop(&mut self) {
+        if self.f.take().is_some() {
+            self.shared.end_unstarted(Error::Cancelled);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The loop each worker thread runs.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Receiver;
+use leasepool_core::{BrokenSignal, Task, WorkerGuard, panic_message};
+
+use crate::backend::Initializer;
+use crate::pool::PoolShared;
+
+pub(crate) struct Worker {
+    pub(crate) receiver: Receiver<Task>,
+    pub(crate) shared: Arc<PoolShared>,
+    pub(crate) initializer: Option<Initializer>,
+    pub(crate) broken: BrokenSignal,
+    pub(crate) guard: WorkerGuard,
+}
+
+/// Breaks the pool if the worker thread unwinds outside a job.
+struct DeathWatch<'a> {
+    worker: &'a Worker,
+}
+
+impl Drop for DeathWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.worker
+                .break_pool("a worker thread died outside a job".to_owned());
+        }
+    }
+}
+
+impl Worker {
+    pub(crate) fn run(self) {
+        {
+            let _watch = DeathWatch { worker: &self };
+            // A failed initializer breaks the pool; serve() then fails
+            // every job instead of running it.
+            self.initialize();
+            self.serve();
+        }
+        // The guard drops last: stop() sees this worker gone only after it
+        // is done with every task.
+        drop(self.guard);
+    }
+
+    /// Runs the initializer; breaks the pool if it fails.
+    fn initialize(&self) {
+        let Some(init) = &self.initializer else {
+            return;
+        };
+        let reason = match catch_unwind(AssertUnwindSafe(|| init())) {
+            Ok(Ok(())) => return,
+            Ok(Err(message)) => format!("a worker initializer failed: {message}"),
+            Err(payload) => format!(
+                "a worker initializer panicked: {}",
+                panic_message(payload.as_ref())
+            ),
+        };
+        self.break_pool(reason);
+    }
+
+    fn break_pool(&self, reason: String) {
+        if self.shared.broken.set(reason.clone()).is_ok() {
+            self.broken.report(&reason);
+        }
+    }
+
+    /// Runs jobs until the queue closes. Once the pool is broken, jobs fail
+    /// with `Error::Broken`; once it is shut down, queued jobs are dropped
+    /// (cancelled).
+    fn serve(&self) {
+        while let Ok(task) = self.receiver.recv() {
+            if let Some(error) = self.shared.broken_error() {
+                task.fail(error);
+            } else if self.shared.closed.load(Ordering::Acquire) {
+                drop(task);
+            } else {
+                task.run();
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Borrow bounded executor capacity from async code.
+//!
+//! A [`LeasedExecutorManager`] owns a bounded set of executor pools and
+//! lends them out as leases: a caller borrows one pool for a bounded time,
+//! runs blocking or CPU-heavy work on it, and gives it back. You get
+//! backpressure (FIFO waiting, fail-fast, timeouts), soft and hard expiry,
+//! draining, broken-pool replacement, adaptive sizing and diagnostics in one
+//! place, under tokio, smol, async-std or plain threads, without depending
+//! on any of them.
+//!
+//! ```
+//! use leasepool::{LeasedExecutorManager, ThreadBackend};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), leasepool::Error> {
+//! futures_lite::future::block_on(async {
+//!     let manager = LeasedExecutorManager::builder(ThreadBackend::new())
+//!         .max_pools(2)
+//!         .workers_per_pool(2)
+//!         .default_lease(Duration::from_secs(30))
+//!         .build()?;
+//!     manager.start().await?;
+//!
+//!     let lease = manager.acquire().owner("docs").await?;
+//!     let shout = lease.run(|| "hello leasepool".to_uppercase()).await?;
+//!     assert_eq!(shout, "HELLO LEASEPOOL");
+//!     lease.release().await;
+//!
+//!     manager.stop().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `thread` (default): [`ThreadBackend`], and `ThreadBackend` as the
+//!   default backend parameter of every generic type here.
+//! - `serde`: `Serialize` for [`ManagerStats`] and [`LeaseStats`].
+//! - `full`: everything.
+//!
+//! # When not to use this
+//!
+//! For one-off blocking calls where nobody needs a bound, expiry or
+//! diagnostics, your runtime's `spawn_blocking` (or the `blocking` crate)
+//! is simpler. leasepool is not a distributed task queue: no persistence,
+//! no retries, no remote workers.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+pub use leasepool_core::{
+    BackendPool, BrokenSignal, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LeaseStats,
+    LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, Task, WorkerGuard, panic_message,
+};
+
+#[cfg(feature = "thread")]
+pub use leasepool_thread::{ThreadBackend, ThreadPool};
+
+#[cfg(feature = "thread")]
+mod defaults {
+    use super::ThreadBackend;
+
+    /// Owns a bounded set of executor pools and lends them out as leases.
+    /// See [`leasepool_core::LeasedExecutorManager`].
+    pub type LeasedExecutorManager<B = ThreadBackend> = leasepool_core::LeasedExecutorManager<B>;
+    /// Configures a manager. See [`leasepool_core::ManagerBuilder`].
+    pub type ManagerBuilder<B = ThreadBackend> = leasepool_core::ManagerBuilder<B>;
+    /// A lease request. See [`leasepool_core::Acquire`].
+    pub type Acquire<'a, B = ThreadBackend> = leasepool_core::Acquire<'a, B>;
+    /// The future of a lease request. See [`leasepool_core::AcquireFuture`].
+    pub type AcquireFuture<B = ThreadBackend> = leasepool_core::AcquireFuture<B>;
+    /// A lease on one pool. See [`leasepool_core::ExecutorLease`].
+    pub type ExecutorLease<B = ThreadBackend> = leasepool_core::ExecutorLease<B>;
+    /// The submit-only proxy of a lease. See [`leasepool_core::LeasedExecutor`].
+    pub type LeasedExecutor<B = ThreadBackend> = leasepool_core::LeasedExecutor<B>;
+}
+
+#[cfg(feature = "thread")]
+pub use defaults::*;
+
+#[cfg(not(feature = "thread"))]
+pub use leasepool_core::{
+    Acquire, AcquireFuture, ExecutorLease, LeasedExecutor, LeasedExecutorManager, ManagerBuilder,
+};
