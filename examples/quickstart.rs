@@ -30,7 +30,13 @@ fn main() -> Result<(), Error> {
         let lease = manager.acquire().owner("quickstart").await?;
         let out = lease.run(|| blocking_uppercase("hello leasepool")).await?;
         println!("result: {out}");
-        println!("worker: {}", lease.run(|| std::thread::current().name().map(str::to_owned)).await?.unwrap_or_default());
+        println!(
+            "worker: {}",
+            lease
+                .run(|| std::thread::current().name().map(str::to_owned))
+                .await?
+                .unwrap_or_default()
+        );
 
         let stats = manager.stats();
         println!(

@@ -114,7 +114,10 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
         let deadline = match (self.wait, self.timeout) {
             (true, Some(timeout)) => {
                 let at = Instant::now().checked_add(timeout).ok_or_else(|| {
-                    Error::invalid("timeout", format!("{timeout:?} overflows the monotonic clock"))
+                    Error::invalid(
+                        "timeout",
+                        format!("{timeout:?} overflows the monotonic clock"),
+                    )
                 })?;
                 Some((at, timeout))
             }

@@ -150,7 +150,8 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
         let workers_per_pool = config::positive("workers_per_pool", self.workers_per_pool)?;
         let check_interval = config::duration("check_interval", self.check_interval, false)?;
         let lease_grace = config::duration("lease_grace", self.lease_grace, true)?;
-        let default_lease = config::lease_duration("default_lease", self.default_lease, lease_grace)?;
+        let default_lease =
+            config::lease_duration("default_lease", self.default_lease, lease_grace)?;
         if self.name_prefix.is_empty() {
             return Err(Error::invalid("name_prefix", "must not be empty"));
         }

@@ -85,7 +85,11 @@ pub(crate) fn positive(field: &'static str, value: usize) -> Result<usize, Error
 
 /// Rejects a duration that overflows `Instant` when added to now (and zero
 /// unless `allow_zero`).
-pub(crate) fn duration(field: &'static str, value: Duration, allow_zero: bool) -> Result<Duration, Error> {
+pub(crate) fn duration(
+    field: &'static str,
+    value: Duration,
+    allow_zero: bool,
+) -> Result<Duration, Error> {
     if !allow_zero && value.is_zero() {
         return Err(Error::invalid(field, "must be greater than 0"));
     }
@@ -99,7 +103,11 @@ pub(crate) fn duration(field: &'static str, value: Duration, allow_zero: bool) -
 }
 
 /// Validates a lease duration together with the grace that follows it.
-pub(crate) fn lease_duration(field: &'static str, lease: Duration, grace: Duration) -> Result<Duration, Error> {
+pub(crate) fn lease_duration(
+    field: &'static str,
+    lease: Duration,
+    grace: Duration,
+) -> Result<Duration, Error> {
     let lease = duration(field, lease, false)?;
     let fits = lease
         .checked_add(grace)

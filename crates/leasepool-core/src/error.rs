@@ -61,7 +61,9 @@ pub enum Error {
     /// The pool can no longer run work (a worker initializer failed, a worker
     /// died). The pool has been retired and replaced: run the job again on a
     /// new lease.
-    #[error("the executor pool is broken ({0}); it was retired and replaced, run the job again on a new lease")]
+    #[error(
+        "the executor pool is broken ({0}); it was retired and replaced, run the job again on a new lease"
+    )]
     Broken(String),
 
     /// The job panicked. The worker that ran it keeps serving.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use crate::job::LeaseLink;
 use crate::manager::{Inner, PoolRef, weak_sink};
 use crate::state::{EndCell, Grant};
-use crate::{BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LocalBackend, Task};
+use crate::{
+    BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LocalBackend, Task,
+};
 
 /// What the lease and all its executor proxies share.
 struct LeaseHandle<B: ExecutorBackend> {
@@ -277,7 +279,9 @@ impl<T> Future for Run<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             RunState::Submitted(handle) => Pin::new(handle).poll(cx),
-            RunState::Rejected(error) => Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken))),
+            RunState::Rejected(error) => {
+                Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken)))
+            }
         }
     }
 }

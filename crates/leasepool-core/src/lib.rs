@@ -38,7 +38,9 @@ mod stats;
 mod task;
 
 pub use acquire::{Acquire, AcquireFuture};
-pub use backend::{BackendPool, BrokenSignal, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard};
+pub use backend::{
+    BackendPool, BrokenSignal, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard,
+};
 pub use builder::ManagerBuilder;
 pub use config::ManagerConfig;
 pub use error::{Error, LeaseEnd, panic_message};

@@ -444,9 +444,7 @@ impl<B: ExecutorBackend> Inner<B> {
             }
             fx.shutdown.append(&mut core.deferred);
             core.state.set_desired(desired);
-            let deadline = core
-                .state
-                .tick(now, self.config.check_interval, &mut fx);
+            let deadline = core.state.tick(now, self.config.check_interval, &mut fx);
             (deadline, core.state.plan_creations(), core.live.clone())
         };
         self.apply(fx);

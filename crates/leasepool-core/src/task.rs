@@ -4,9 +4,9 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::Error;
 use crate::error::panic_message;
 use crate::job::{JobHandle, JobShared, LeaseLink};
-use crate::Error;
 
 /// One job, handed to [`BackendPool::execute`](crate::BackendPool::execute).
 ///

@@ -21,7 +21,9 @@ pub(crate) struct PoolShared {
 
 impl PoolShared {
     pub(crate) fn broken_error(&self) -> Option<Error> {
-        self.broken.get().map(|reason| Error::Broken(reason.clone()))
+        self.broken
+            .get()
+            .map(|reason| Error::Broken(reason.clone()))
     }
 }
 
@@ -63,7 +65,9 @@ impl ThreadPool {
             };
             if let Err(e) = builder.spawn(move || worker.run()) {
                 pool.shutdown();
-                return Err(Error::Broken(format!("cannot spawn worker thread {index}: {e}")));
+                return Err(Error::Broken(format!(
+                    "cannot spawn worker thread {index}: {e}"
+                )));
             }
         }
         Ok(pool)

@@ -36,7 +36,10 @@ impl<P, S> Default for Effects<P, S> {
 
 impl<P, S> Effects<P, S> {
     pub(crate) fn is_empty(&self) -> bool {
-        self.shutdown.is_empty() && self.wake.is_empty() && !self.wake_checker && self.notes.is_empty()
+        self.shutdown.is_empty()
+            && self.wake.is_empty()
+            && !self.wake_checker
+            && self.notes.is_empty()
     }
 }
 

@@ -310,8 +310,10 @@ impl<P: Clone, S> LeaseState<P, S> {
             fx.shutdown.push(record.pool.pool);
         }
         for waiter in self.waiters.drain() {
-            fx.wake
-                .push(self.waiters.resolve(waiter, Resolution::Failed(Error::NotStarted)));
+            fx.wake.push(
+                self.waiters
+                    .resolve(waiter, Resolution::Failed(Error::NotStarted)),
+            );
         }
         self.waiters.fail_parked_grants(&Error::NotStarted);
     }
@@ -335,7 +337,12 @@ impl<P: Clone, S> LeaseState<P, S> {
             // Invariant: an idle pool means nobody is queued, so taking it
             // first is first-come, first-served.
             debug_assert!(self.waiters.is_empty());
-            return Ok(AcquireStep::Granted(self.grant(slot, request.terms, now, fx)));
+            return Ok(AcquireStep::Granted(self.grant(
+                slot,
+                request.terms,
+                now,
+                fx,
+            )));
         }
         let room = self.total() + self.creating < self.limits.max_pools;
         if !request.wait && !room {
@@ -486,7 +493,12 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// A job is about to be submitted through lease `key`: count it and hand
     /// back the pool. `None` if the lease cannot take work (its end cell says
     /// why). A lease found past its hard expiry is revoked here.
-    pub(crate) fn begin_job(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) -> Option<P> {
+    pub(crate) fn begin_job(
+        &mut self,
+        key: u64,
+        now: Instant,
+        fx: &mut Effects<P, S>,
+    ) -> Option<P> {
         let record = self.leases.get_mut(&key)?;
         if record.draining {
             return None;
@@ -633,8 +645,10 @@ impl<P: Clone, S> LeaseState<P, S> {
         self.creating = self.creating.saturating_sub(1);
         if self.waiters.len() > self.creating {
             if let Some(waiter) = self.waiters.pop_oldest() {
-                fx.wake
-                    .push(self.waiters.resolve(waiter, Resolution::Failed(error.clone())));
+                fx.wake.push(
+                    self.waiters
+                        .resolve(waiter, Resolution::Failed(error.clone())),
+                );
             }
         }
         fx.notes.push(Note::CreateFailed { error });
@@ -644,14 +658,21 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// soft expiry, and shut down idle pools above the desired count
     /// (newest first). Returns when the checker must run next, at the
     /// latest after `interval`.
-    pub(crate) fn tick(&mut self, now: Instant, interval: Duration, fx: &mut Effects<P, S>) -> Instant {
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        fx: &mut Effects<P, S>,
+    ) -> Instant {
         if self.phase == Phase::Running {
             self.revoke_expired(now, fx);
             for waiter in self.waiters.take_timed_out(now) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
                 fx.notes.push(Note::WaiterTimedOut { waited: timeout });
-                fx.wake
-                    .push(self.waiters.resolve(waiter, Resolution::Failed(Error::Timeout(timeout))));
+                fx.wake.push(
+                    self.waiters
+                        .resolve(waiter, Resolution::Failed(Error::Timeout(timeout))),
+                );
             }
             for record in self.leases.values_mut() {
                 if !record.soft_warned && now >= record.soft {
@@ -705,14 +726,23 @@ impl<P: Clone, S> LeaseState<P, S> {
     pub(crate) fn check_invariants(&self, pool_id: impl Fn(&P) -> u64) {
         let total = self.total();
         assert_eq!(self.available() + self.leased(), total);
-        assert!(total + self.creating <= self.limits.max_pools, "above max_pools");
-        assert!(self.idle.is_empty() || self.waiters.is_empty(), "waiter queued while a pool is idle");
+        assert!(
+            total + self.creating <= self.limits.max_pools,
+            "above max_pools"
+        );
+        assert!(
+            self.idle.is_empty() || self.waiters.is_empty(),
+            "waiter queued while a pool is idle"
+        );
         let mut seen = std::collections::HashSet::new();
         for slot in &self.idle {
             assert!(seen.insert(pool_id(&slot.pool)), "pool in two places");
         }
         for record in self.leases.values() {
-            assert!(seen.insert(pool_id(&record.pool.pool)), "pool in two places");
+            assert!(
+                seen.insert(pool_id(&record.pool.pool)),
+                "pool in two places"
+            );
             assert!(record.soft <= record.hard);
         }
         if self.phase != Phase::Running {

@@ -1,1 +1,21 @@
+//! Integration tests of leasepool through its public API.
+//!
+//! One test binary (faster to build and link than one per file); each module
+//! covers one area of the specification.
 
+mod common;
+
+mod acquire;
+mod broken;
+mod cancellation;
+mod config;
+mod draining;
+mod expiry;
+mod leaks;
+mod lease;
+mod lifecycle;
+mod runtimes;
+mod sizing;
+mod smoke;
+mod stats_logs;
+mod stress;
