@@ -247,8 +247,10 @@ impl Drop for WorkerGuard {
 /// the first report counts), including from inside the pool's own workers.
 #[derive(Clone)]
 pub struct BrokenSignal {
-    report: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    report: Option<ReportFn>,
 }
+
+pub(crate) type ReportFn = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for BrokenSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -259,7 +261,7 @@ impl fmt::Debug for BrokenSignal {
 }
 
 impl BrokenSignal {
-    pub(crate) fn new(report: Arc<dyn Fn(&str) + Send + Sync>) -> Self {
+    pub(crate) fn new(report: ReportFn) -> Self {
         BrokenSignal {
             report: Some(report),
         }

@@ -19,7 +19,7 @@ use event_listener::{Event, Listener};
 
 use crate::backend::LiveWorkers;
 use crate::manager::{Inner, downgrade};
-use crate::signal::Gate;
+use crate::signal::StartGate;
 use crate::{Error, ExecutorBackend, PoolContext};
 
 /// How the manager wakes and retires its checker thread.
@@ -53,7 +53,7 @@ impl CheckerSignal {
 pub(crate) fn spawn<B: ExecutorBackend>(
     inner: &Arc<Inner<B>>,
     generation: u64,
-    gate: Arc<Gate<Result<(), Error>>>,
+    gate: Arc<StartGate>,
     live: Arc<LiveWorkers>,
 ) -> Result<(), Error> {
     let weak = downgrade(inner);

@@ -11,7 +11,7 @@ use event_listener::Event;
 use crate::backend::{BrokenSignal, LiveWorkers};
 use crate::checker::{self, CheckerSignal};
 use crate::job::JobSink;
-use crate::signal::{Gate, wait_for, wait_for_blocking};
+use crate::signal::{Gate, StartGate, wait_for, wait_for_blocking};
 use crate::state::{Effects, LeaseState, Limits, Note, Phase, PoolSlot};
 use crate::{
     Acquire, BackendPool, Error, ExecutorBackend, LeaseId, ManagerBuilder, ManagerConfig,
@@ -29,7 +29,7 @@ const LOG_TARGET: &str = "leasepool";
 pub(crate) struct Core<B: ExecutorBackend> {
     pub(crate) state: State<B>,
     /// Published when the start in progress finishes.
-    start_gate: Option<Arc<Gate<Result<(), Error>>>>,
+    start_gate: Option<Arc<StartGate>>,
     /// Workers (and the checker) of the current or last run.
     live: Arc<LiveWorkers>,
     /// Pools reported broken, waiting for the checker to shut them down.
@@ -312,7 +312,7 @@ impl<B: ExecutorBackend> Inner<B> {
     /// Moves to `Starting` and launches the checker thread, which creates
     /// the first pools. Returns the gate to wait on, or `None` if already
     /// running.
-    fn begin_start(self: &Arc<Self>) -> Result<Option<Arc<Gate<Result<(), Error>>>>, Error> {
+    fn begin_start(self: &Arc<Self>) -> Result<Option<Arc<StartGate>>, Error> {
         let mut core = self.core();
         match core.state.begin_start() {
             Phase::Running => return Ok(None),
@@ -424,6 +424,7 @@ impl<B: ExecutorBackend> Inner<B> {
         {
             let mut core = self.core();
             core.state.pool_broken(seq, reason, &mut fx);
+            core.state.record_break(Instant::now());
             let deferred = std::mem::take(&mut fx.shutdown);
             core.deferred.extend(deferred);
         }
@@ -445,7 +446,11 @@ impl<B: ExecutorBackend> Inner<B> {
             fx.shutdown.append(&mut core.deferred);
             core.state.set_desired(desired);
             let deadline = core.state.tick(now, self.config.check_interval, &mut fx);
-            (deadline, core.state.plan_creations(), core.live.clone())
+            let creations = match core.state.creation_held_until(now) {
+                Some(_) => Vec::new(), // the deadline above wakes us when it ends
+                None => core.state.plan_creations(),
+            };
+            (deadline, creations, core.live.clone())
         };
         self.apply(fx);
         for seq in creations {

@@ -36,6 +36,9 @@ pub(crate) fn wait_for_blocking<T>(event: &Event, mut check: impl FnMut() -> Opt
     }
 }
 
+/// The outcome of a start, awaited by every concurrent `start()` caller.
+pub(crate) type StartGate = Gate<Result<(), crate::Error>>;
+
 /// A value published once and read by any number of waiters.
 #[derive(Debug)]
 pub(crate) struct Gate<T> {

@@ -32,6 +32,39 @@
 //! # }
 //! ```
 //!
+//! # Guarantees in the types
+//!
+//! A leased executor can submit work and nothing else: there is no way to
+//! shut the pool down through it.
+//!
+//! ```compile_fail
+//! fn try_to_shut_down(executor: leasepool::LeasedExecutor) {
+//!     executor.shutdown(); // no such method
+//! }
+//! ```
+//!
+//! Managers, leases, executors and the futures they return can cross
+//! threads, so they work on multi-threaded runtimes:
+//!
+//! ```
+//! use leasepool::{ExecutorLease, JobHandle, LeasedExecutor, LeasedExecutorManager};
+//!
+//! fn send_sync<T: Send + Sync + 'static>() {}
+//! fn send<T: Send>(_: &T) {}
+//!
+//! send_sync::<LeasedExecutorManager>();
+//! send_sync::<ExecutorLease>();
+//! send_sync::<LeasedExecutor>();
+//! let manager = LeasedExecutorManager::builder(leasepool::ThreadBackend::new())
+//!     .max_pools(1)
+//!     .build()
+//!     .unwrap();
+//! send(&manager.start());
+//! send(&std::future::IntoFuture::into_future(manager.acquire()));
+//! send(&manager.stop());
+//! fn handle_is_send(_: JobHandle<String>) {}
+//! ```
+//!
 //! # Features
 //!
 //! - `thread` (default): [`ThreadBackend`], and `ThreadBackend` as the
@@ -85,3 +118,8 @@ pub use defaults::*;
 pub use leasepool_core::{
     Acquire, AcquireFuture, ExecutorLease, LeasedExecutor, LeasedExecutorManager, ManagerBuilder,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -194,6 +194,46 @@ pub(crate) struct LeaseState<P, S> {
     next_pool: u64,
     /// When the checker will next run on its own (`None`: not scheduled).
     checker_wake_at: Option<Instant>,
+    /// Holds replacement creation back after pools keep breaking.
+    backoff: BreakBackoff,
+}
+
+/// Replacement back-off: a pool that breaks again and again (an initializer
+/// that always fails) must not turn the checker into a busy loop of thread
+/// or process creation. Each break within [`BreakBackoff::STREAK_WINDOW`]
+/// of the previous one doubles the pause before the next creation, from
+/// 5 ms up to 2 s.
+#[derive(Debug, Default, Clone, Copy)]
+struct BreakBackoff {
+    streak: u32,
+    last: Option<Instant>,
+    not_before: Option<Instant>,
+}
+
+impl BreakBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(2);
+    const STREAK_WINDOW: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, now: Instant) {
+        let recent = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::STREAK_WINDOW);
+        self.streak = if recent {
+            self.streak.saturating_add(1)
+        } else {
+            1
+        };
+        self.last = Some(now);
+        let delay = Self::FIRST
+            .saturating_mul(1u32 << (self.streak - 1).min(16))
+            .min(Self::MAX);
+        self.not_before = Some(deadline_after(now, delay));
+    }
+
+    fn held_until(&self, now: Instant) -> Option<Instant> {
+        self.not_before.filter(|at| *at > now)
+    }
 }
 
 impl<P: Clone, S> LeaseState<P, S> {
@@ -210,6 +250,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             next_lease: 1,
             next_pool: 1,
             checker_wake_at: None,
+            backoff: BreakBackoff::default(),
         }
     }
 
@@ -620,6 +661,16 @@ impl<P: Clone, S> LeaseState<P, S> {
         }
     }
 
+    /// Records that a pool broke at `now`, for the replacement back-off.
+    pub(crate) fn record_break(&mut self, now: Instant) {
+        self.backoff.record(now);
+    }
+
+    /// If pools broke repeatedly, the moment creation may resume.
+    pub(crate) fn creation_held_until(&self, now: Instant) -> Option<Instant> {
+        self.backoff.held_until(now)
+    }
+
     /// Reserves the creations the checker is about to perform and returns
     /// their pool sequence numbers.
     pub(crate) fn plan_creations(&mut self) -> Vec<u64> {
@@ -707,6 +758,9 @@ impl<P: Clone, S> LeaseState<P, S> {
             }
         }
         if let Some(at) = self.waiters.earliest_deadline() {
+            next = next.min(at);
+        }
+        if let Some(at) = self.backoff.held_until(now) {
             next = next.min(at);
         }
         next
