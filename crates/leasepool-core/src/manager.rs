@@ -1,6 +1,7 @@
 //! `LeasedExecutorManager`: the state machine behind one lock, plus the
 //! checker thread and the async surface.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -34,6 +35,21 @@ pub(crate) struct Core<B: ExecutorBackend> {
     live: Arc<LiveWorkers>,
     /// Pools reported broken, waiting for the checker to shut them down.
     deferred: Vec<PoolRef<B>>,
+    /// Broken reports for pools still being created (a worker initializer
+    /// can fail before `create_pool` returns), applied on installation.
+    early_broken: HashMap<u64, String>,
+}
+
+impl<B: ExecutorBackend> Core<B> {
+    /// Applies a broken report that arrived while pool `seq` was being
+    /// created. Call right after the pool is installed.
+    fn installed(&mut self, seq: u64, now: Instant, fx: &mut Fx<B>) {
+        if let Some(reason) = self.early_broken.remove(&seq) {
+            if self.state.pool_broken(seq, &reason, fx) {
+                self.state.record_break(now);
+            }
+        }
+    }
 }
 
 pub(crate) struct Inner<B: ExecutorBackend> {
@@ -123,6 +139,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                     start_gate: None,
                     live: Arc::new(LiveWorkers::default()),
                     deferred: Vec::new(),
+                    early_broken: HashMap::new(),
                 }),
                 checker: Arc::new(CheckerSignal::default()),
             }),
@@ -360,14 +377,22 @@ impl<B: ExecutorBackend> Inner<B> {
             }
         }
         let created: Vec<u64> = pools.iter().map(|slot| slot.seq).collect();
+        let mut fx = Effects::default();
         let installed = {
             let mut core = self.core();
             if self.checker.is_current(generation) {
-                core.state.finish_start(pools)
+                let installed = core.state.finish_start(pools);
+                if installed.is_ok() {
+                    for seq in &created {
+                        core.installed(*seq, Instant::now(), &mut fx);
+                    }
+                }
+                installed
             } else {
                 Err(pools)
             }
         };
+        self.apply(fx);
         match installed {
             Ok(()) => {
                 for seq in created {
@@ -423,8 +448,11 @@ impl<B: ExecutorBackend> Inner<B> {
         let mut fx = Effects::default();
         {
             let mut core = self.core();
-            core.state.pool_broken(seq, reason, &mut fx);
-            core.state.record_break(Instant::now());
+            if core.state.pool_broken(seq, reason, &mut fx) {
+                core.state.record_break(Instant::now());
+            } else if core.state.phase() != Phase::Stopped {
+                core.early_broken.insert(seq, reason.to_owned());
+            }
             let deferred = std::mem::take(&mut fx.shutdown);
             core.deferred.extend(deferred);
         }
@@ -455,10 +483,27 @@ impl<B: ExecutorBackend> Inner<B> {
         self.apply(fx);
         for seq in creations {
             let created = self.create_pool(seq, &live);
-            self.transition(|state, fx| match created {
-                Ok(slot) => state.pool_created(slot, Instant::now(), fx),
-                Err(error) => state.pool_creation_failed(error, fx),
-            });
+            let mut fx = Effects::default();
+            {
+                let mut core = self.core();
+                let now = Instant::now();
+                match created {
+                    Ok(slot) => match core.early_broken.remove(&seq) {
+                        // Broke while being created: never offer it.
+                        Some(reason) => {
+                            core.state.creation_discarded(seq, &reason, &mut fx);
+                            core.state.record_break(now);
+                            fx.shutdown.push(slot.pool);
+                        }
+                        None => core.state.pool_created(slot, now, &mut fx),
+                    },
+                    Err(error) => {
+                        core.early_broken.remove(&seq);
+                        core.state.pool_creation_failed(error, &mut fx);
+                    }
+                }
+            }
+            self.apply(fx);
         }
         Some(deadline)
     }
@@ -471,6 +516,7 @@ impl<B: ExecutorBackend> Inner<B> {
             let was_running = core.state.phase() != Phase::Stopped;
             core.state.stop(&mut fx);
             fx.shutdown.append(&mut core.deferred);
+            core.early_broken.clear();
             core.start_gate = None;
             self.checker.next_generation();
             (core.live.clone(), was_running)

@@ -599,8 +599,10 @@ impl<P: Clone, S> LeaseState<P, S> {
         }
     }
 
-    /// Pool `seq` can no longer run work: retire it wherever it is.
-    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
+    /// Pool `seq` can no longer run work: retire it wherever it is. Returns
+    /// false if the pool is not (or no longer) here, e.g. still being
+    /// created.
+    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) -> bool {
         if let Some(index) = self.idle.iter().position(|slot| slot.seq == seq) {
             if let Some(slot) = self.idle.remove(index) {
                 fx.shutdown.push(slot.pool);
@@ -626,9 +628,10 @@ impl<P: Clone, S> LeaseState<P, S> {
                 fx.shutdown.push(record.pool.pool);
             }
         } else {
-            return;
+            return false;
         }
         self.request_capacity(fx);
+        true
     }
 
     // ----- sizing and the checker ---------------------------------------
@@ -688,6 +691,19 @@ impl<P: Clone, S> LeaseState<P, S> {
             return;
         }
         self.offer(slot, now, fx);
+    }
+
+    /// A planned creation produced a pool that broke before it was placed
+    /// (the caller shuts it down). Nobody is failed: the checker creates a
+    /// replacement, subject to the back-off.
+    pub(crate) fn creation_discarded(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
+        self.creating = self.creating.saturating_sub(1);
+        fx.notes.push(Note::Retired {
+            pool: seq,
+            lease: None,
+            reason: reason.to_owned(),
+        });
+        self.request_capacity(fx);
     }
 
     /// A planned creation failed: the oldest waiter that no other creation

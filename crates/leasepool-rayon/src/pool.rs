@@ -1,0 +1,148 @@
+//! `RayonPool`: one `rayon_core::ThreadPool` and its shutdown state.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use leasepool_core::{
+    BackendPool, BrokenSignal, Error, PoolContext, Task, WorkerGuard, panic_message,
+};
+use rayon_core::{ThreadPool, ThreadPoolBuilder};
+
+use crate::RayonBackend;
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set by `shutdown`: jobs still queued are dropped (cancelled).
+    closed: AtomicBool,
+    /// Set once when the pool breaks.
+    broken: OnceLock<String>,
+}
+
+/// One pool of the rayon backend.
+pub struct RayonPool {
+    /// `None` once shut down; dropping the `ThreadPool` lets its threads
+    /// exit after the queued (now cancelled) jobs are drained.
+    pool: Mutex<Option<ThreadPool>>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RayonPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RayonPool")
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .field("broken", &self.shared.broken.get())
+            .finish()
+    }
+}
+
+impl RayonPool {
+    pub(crate) fn build(backend: &RayonBackend, ctx: &PoolContext) -> Result<Self, Error> {
+        let shared = Arc::new(Shared::default());
+        // One guard per worker thread, dropped by the exit handler: stop()
+        // waits until every thread has run its exit handler.
+        let guards: Arc<Mutex<Vec<WorkerGuard>>> = Arc::new(Mutex::new(
+            (0..ctx.workers()).map(|_| ctx.worker_guard()).collect(),
+        ));
+        let names: Vec<String> = (0..ctx.workers()).map(|i| ctx.worker_name(i)).collect();
+
+        let mut builder = ThreadPoolBuilder::new()
+            .num_threads(ctx.workers())
+            .thread_name(move |i| {
+                names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("rayon-{i}"))
+            })
+            .panic_handler(|payload| {
+                log::error!(
+                    target: "leasepool",
+                    "a panic escaped a rayon job: {}",
+                    panic_message(payload.as_ref())
+                );
+            });
+        if let Some(bytes) = backend.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let start = backend.start_handler.clone();
+        let init = backend.initializer.clone();
+        let broken = ctx.broken_signal();
+        let start_shared = shared.clone();
+        builder = builder.start_handler(move |index| {
+            if let Some(handler) = &start {
+                handler(index);
+            }
+            if let Some(init) = &init {
+                initialize(init.as_ref(), &start_shared, &broken);
+            }
+        });
+        let exit = backend.exit_handler.clone();
+        let exit_guards = guards.clone();
+        builder = builder.exit_handler(move |index| {
+            if let Some(handler) = &exit {
+                handler(index);
+            }
+            exit_guards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+        });
+        let pool = builder
+            .build()
+            .map_err(|e| Error::Broken(format!("cannot build the rayon thread pool: {e}")))?;
+        Ok(RayonPool {
+            pool: Mutex::new(Some(pool)),
+            shared,
+        })
+    }
+}
+
+fn initialize(
+    init: &(dyn Fn() -> Result<(), String> + Send + Sync),
+    shared: &Shared,
+    broken: &BrokenSignal,
+) {
+    let reason = match catch_unwind(AssertUnwindSafe(init)) {
+        Ok(Ok(())) => return,
+        Ok(Err(message)) => format!("a worker initializer failed: {message}"),
+        Err(payload) => format!(
+            "a worker initializer panicked: {}",
+            panic_message(payload.as_ref())
+        ),
+    };
+    if shared.broken.set(reason.clone()).is_ok() {
+        broken.report(&reason);
+    }
+}
+
+impl BackendPool for RayonPool {
+    fn execute(&self, task: Task) {
+        let guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(pool) = &*guard else {
+            return; // shut down: dropping the task cancels it
+        };
+        let shared = self.shared.clone();
+        pool.spawn(move || {
+            if let Some(reason) = shared.broken.get() {
+                task.fail(Error::Broken(reason.clone()));
+            } else if shared.closed.load(Ordering::Acquire) {
+                drop(task);
+            } else {
+                task.run();
+            }
+        });
+    }
+
+    fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Dropping a rayon ThreadPool never blocks: its threads finish the
+        // queued jobs (which now cancel themselves) and exit.
+        let pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(pool);
+    }
+}
