@@ -1,47 +1,4 @@
 //! The `ExecutorBackend` trait: how a pool runs work.
-//!
-//! leasepool owns the bookkeeping (who holds which pool, for how long, who
-//! waits); a backend owns the workers. A backend creates pools, runs the
-//! [`Task`]s handed to a pool, reports a pool that can no longer run work,
-//! and shuts pools down when told to.
-//!
-//! # What a backend must guarantee
-//!
-//! 1. **Every task ends exactly once.** A [`Task`] given to
-//!    [`BackendPool::execute`] is either run ([`Task::run`]), failed
-//!    ([`Task::fail`]) or dropped (which reports [`Error::Cancelled`]). The
-//!    type system enforces "at most once" (each consumes the task); the
-//!    backend must not leak tasks, or their callers wait forever.
-//! 2. **Shutdown is prompt and never blocks.** [`BackendPool::shutdown`]
-//!    returns at once. Queued tasks are dropped (cancelled), running tasks
-//!    may finish, and every worker exits soon after. It may be called from
-//!    any thread, including one of the pool's own workers, more than once,
-//!    and while other threads call `execute`.
-//! 3. **Workers are accounted for.** Each OS thread or process the pool
-//!    starts holds a [`WorkerGuard`] (from [`PoolContext::worker_guard`])
-//!    until it has finished. `stop()` waits for every guard to drop, which is
-//!    how leasepool promises that no worker outlives the manager.
-//! 4. **Brokenness is reported.** When the pool can no longer run work (an
-//!    initializer failed, a worker died), the backend calls
-//!    [`BrokenSignal::report`] once and fails its queued and later tasks with
-//!    [`Error::Broken`] instead of hanging them.
-//!
-//! # What leasepool guarantees in return
-//!
-//! - A pool is used by at most one lease at a time, and a pool is never
-//!   handed out again after `shutdown` or a broken report.
-//! - Tasks arrive through `execute` only while the pool is leased, and a pool
-//!   returns to the idle set only after every task of its previous lease
-//!   ended (draining), so work from two leases never overlaps on one pool.
-//! - No leasepool lock is held while calling into the backend, so backend
-//!   code may call back into the manager.
-//!
-//! # Kinds of job
-//!
-//! A [`Task`] carries an in-process closure. Backends that run closures in
-//! this process implement the marker trait [`LocalBackend`], which unlocks
-//! `submit` and `run` on leases; the types then say that closures never
-//! reach a backend that cannot run them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,18 +10,64 @@ use crate::{Error, ManagerConfig, Task};
 
 /// A kind of executor pool.
 ///
-/// See the [module documentation](self) for the contract. A minimal backend
-/// that gives each pool one dedicated thread:
+/// leasepool owns the bookkeeping (who holds which pool, for how long, who
+/// waits); a backend owns the workers. A backend creates pools, runs the
+/// [`Task`]s handed to a pool, reports a pool that can no longer run work,
+/// and shuts pools down when told to.
+///
+/// # What a backend must guarantee
+///
+/// 1. **Every task ends exactly once.** A [`Task`] given to
+///    [`BackendPool::execute`] is either run ([`Task::run`]), failed
+///    ([`Task::fail`]) or dropped (which reports [`Error::Cancelled`]). The
+///    type system enforces "at most once" (each consumes the task); the
+///    backend must not leak tasks, or their callers wait forever.
+/// 2. **Shutdown is prompt and never blocks.** [`BackendPool::shutdown`]
+///    returns at once. Queued tasks are dropped (cancelled), running tasks
+///    may finish, and every worker exits soon after. It may be called from
+///    any thread, including one of the pool's own workers, more than once,
+///    and while other threads call `execute`.
+/// 3. **Workers are accounted for.** Each OS thread or process the pool
+///    starts holds a [`WorkerGuard`] (from [`PoolContext::worker_guard`])
+///    until it has finished. `stop()` waits for every guard to drop, which is
+///    how leasepool promises that no worker outlives the manager.
+/// 4. **Brokenness is reported.** When the pool can no longer run work (an
+///    initializer failed, a worker died), the backend calls
+///    [`BrokenSignal::report`] once and fails its queued and later tasks with
+///    [`Error::Broken`] instead of hanging them.
+///
+/// # What leasepool guarantees in return
+///
+/// - A pool is used by at most one lease at a time, and a pool is never
+///   handed out again after `shutdown` or a broken report.
+/// - Tasks arrive through `execute` only while the pool is leased, and a pool
+///   returns to the idle set only after every task of its previous lease
+///   ended (draining), so work from two leases never overlaps on one pool.
+/// - No leasepool lock is held while calling into the backend, so backend
+///   code may call back into the manager.
+///
+/// # Kinds of job
+///
+/// A [`Task`] carries an in-process closure. Backends that run closures in
+/// this process implement the marker trait [`LocalBackend`], which unlocks
+/// `submit` and `run` on leases; the types then say that closures never
+/// reach a backend that cannot run them.
+///
+/// # Example
+///
+/// A minimal backend that gives each pool one dedicated thread:
 ///
 /// ```
 /// use leasepool_core::{BackendPool, Error, ExecutorBackend, LocalBackend, PoolContext, Task};
-/// use std::sync::Mutex;
+/// use std::sync::atomic::{AtomicBool, Ordering};
 /// use std::sync::mpsc::{Sender, channel};
+/// use std::sync::{Arc, Mutex};
 ///
 /// struct OneThread;
 ///
 /// struct OneThreadPool {
 ///     jobs: Mutex<Option<Sender<Task>>>,
+///     closed: Arc<AtomicBool>,
 /// }
 ///
 /// impl ExecutorBackend for OneThread {
@@ -76,17 +79,23 @@ use crate::{Error, ManagerConfig, Task};
 ///
 ///     fn create_pool(&self, ctx: PoolContext) -> Result<OneThreadPool, Error> {
 ///         let (tx, rx) = channel::<Task>();
+///         let closed = Arc::new(AtomicBool::new(false));
 ///         let guard = ctx.worker_guard();
+///         let worker_closed = closed.clone();
 ///         std::thread::Builder::new()
 ///             .name(ctx.worker_name(0))
 ///             .spawn(move || {
 ///                 let _guard = guard; // held until the thread ends
 ///                 for task in rx {
-///                     task.run();
+///                     if worker_closed.load(Ordering::Acquire) {
+///                         drop(task); // shut down: queued jobs are cancelled
+///                     } else {
+///                         task.run(); // catches panics
+///                     }
 ///                 }
 ///             })
 ///             .map_err(|e| Error::Broken(format!("cannot spawn a worker thread: {e}")))?;
-///         Ok(OneThreadPool { jobs: Mutex::new(Some(tx)) })
+///         Ok(OneThreadPool { jobs: Mutex::new(Some(tx)), closed })
 ///     }
 /// }
 ///
@@ -98,13 +107,18 @@ use crate::{Error, ManagerConfig, Task};
 ///     }
 ///
 ///     fn shutdown(&self) {
-///         // Dropping the sender ends the worker's loop after the queue drains.
+///         self.closed.store(true, Ordering::Release);
+///         // Dropping the sender ends the worker's loop once the queue drains.
 ///         self.jobs.lock().unwrap().take();
 ///     }
 /// }
 ///
 /// impl LocalBackend for OneThread {}
 /// ```
+///
+/// A longer example, which starts a new thread per job, is
+/// `examples/custom_backend.rs`; the conformance suite (feature
+/// `conformance`) checks a backend against this contract.
 pub trait ExecutorBackend: Send + Sync + 'static {
     /// One pool of this backend.
     type Pool: BackendPool;

@@ -27,6 +27,8 @@ mod backend;
 mod builder;
 mod checker;
 mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod id;
 mod job;

@@ -69,7 +69,14 @@
 //!
 //! - `thread` (default): [`ThreadBackend`], and `ThreadBackend` as the
 //!   default backend parameter of every generic type here.
+//! - `rayon`: `RayonBackend`: each pool is a `rayon::ThreadPool`, so
+//!   parallel iterators inside a job run on the leased pool.
 //! - `serde`: `Serialize` for [`ManagerStats`] and [`LeaseStats`].
+//! - `conformance`: the backend conformance suite, for authors of custom
+//!   backends.
+//!
+//! [`BackendKind`] and [`AnyBackend`] choose among the compiled-in backends
+//! at run time.
 //! - `full`: everything.
 //!
 //! # When not to use this
@@ -91,6 +98,20 @@ pub use leasepool_core::{
 
 #[cfg(feature = "thread")]
 pub use leasepool_thread::{ThreadBackend, ThreadPool};
+
+#[cfg(feature = "rayon")]
+pub use leasepool_rayon::{RayonBackend, RayonPool};
+
+mod any;
+mod kind;
+
+/// The backend conformance suite (feature `conformance`); see
+/// [`leasepool_core::conformance`].
+#[cfg(feature = "conformance")]
+pub use leasepool_core::{backend_conformance_tests, conformance};
+
+pub use any::{AnyBackend, AnyPool};
+pub use kind::BackendKind;
 
 #[cfg(feature = "thread")]
 mod defaults {

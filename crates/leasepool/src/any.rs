@@ -1,0 +1,155 @@
+//! `AnyBackend`: one backend type whose kind is chosen at run time.
+
+// With no backend feature the enums are empty and the arguments unused.
+#![cfg_attr(
+    not(any(feature = "thread", feature = "rayon")),
+    allow(unused_variables)
+)]
+
+use std::fmt;
+
+use leasepool_core::{
+    BackendPool, Error, ExecutorBackend, LocalBackend, ManagerConfig, PoolContext, Task,
+};
+
+use crate::BackendKind;
+
+/// One backend type for every compiled-in backend, so a service can pick
+/// its backend from configuration at run time:
+///
+/// ```
+/// use leasepool::{AnyBackend, BackendKind, LeasedExecutorManager};
+///
+/// # fn main() -> Result<(), leasepool::Error> {
+/// let kind: BackendKind = std::env::var("POOL_BACKEND")
+///     .unwrap_or_else(|_| "thread".to_owned())
+///     .parse()?;
+/// let manager: LeasedExecutorManager<AnyBackend> =
+///     LeasedExecutorManager::builder(AnyBackend::from_kind(kind)?)
+///         .max_pools(2)
+///         .build()?;
+/// manager.start_blocking()?;
+/// let lease = manager.acquire().blocking()?;
+/// assert_eq!(lease.submit(|| 1 + 1)?.wait()?, 2);
+/// drop(lease);
+/// manager.stop_blocking();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Each variant holds the backend with its own options; build one directly
+/// (`AnyBackend::Thread(ThreadBackend::new().stack_size(..))`) to set them.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum AnyBackend {
+    /// The thread backend.
+    #[cfg(feature = "thread")]
+    Thread(crate::ThreadBackend),
+    /// The rayon backend.
+    #[cfg(feature = "rayon")]
+    Rayon(crate::RayonBackend),
+}
+
+impl fmt::Debug for AnyBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyBackend::Thread(ref backend) => f.debug_tuple("Thread").field(backend).finish(),
+            #[cfg(feature = "rayon")]
+            AnyBackend::Rayon(ref backend) => f.debug_tuple("Rayon").field(backend).finish(),
+            #[allow(unreachable_patterns)]
+            _ => f.write_str("AnyBackend"),
+        }
+    }
+}
+
+impl AnyBackend {
+    /// The backend of `kind` with default options, or
+    /// [`Error::UnsupportedBackend`] if its feature is off.
+    pub fn from_kind(kind: BackendKind) -> Result<Self, Error> {
+        match kind.require()? {
+            #[cfg(feature = "thread")]
+            BackendKind::Thread => Ok(AnyBackend::Thread(crate::ThreadBackend::new())),
+            #[cfg(feature = "rayon")]
+            BackendKind::Rayon => Ok(AnyBackend::Rayon(crate::RayonBackend::new())),
+            other => Err(Error::UnsupportedBackend(format!(
+                "the {other} backend cannot be selected through AnyBackend in this build"
+            ))),
+        }
+    }
+
+    /// Which kind this is.
+    pub fn kind(&self) -> BackendKind {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyBackend::Thread(_) => BackendKind::Thread,
+            #[cfg(feature = "rayon")]
+            AnyBackend::Rayon(_) => BackendKind::Rayon,
+        }
+    }
+}
+
+/// A pool of an [`AnyBackend`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyPool {
+    /// A thread-backend pool.
+    #[cfg(feature = "thread")]
+    Thread(crate::ThreadPool),
+    /// A rayon-backend pool.
+    #[cfg(feature = "rayon")]
+    Rayon(crate::RayonPool),
+}
+
+impl ExecutorBackend for AnyBackend {
+    type Pool = AnyPool;
+
+    fn name(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyBackend::Thread(ref backend) => backend.name(),
+            #[cfg(feature = "rayon")]
+            AnyBackend::Rayon(ref backend) => backend.name(),
+        }
+    }
+
+    fn create_pool(&self, ctx: PoolContext) -> Result<AnyPool, Error> {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyBackend::Thread(ref backend) => backend.create_pool(ctx).map(AnyPool::Thread),
+            #[cfg(feature = "rayon")]
+            AnyBackend::Rayon(ref backend) => backend.create_pool(ctx).map(AnyPool::Rayon),
+        }
+    }
+
+    fn check_config(&self, config: &ManagerConfig) -> Result<(), Error> {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyBackend::Thread(ref backend) => backend.check_config(config),
+            #[cfg(feature = "rayon")]
+            AnyBackend::Rayon(ref backend) => backend.check_config(config),
+        }
+    }
+}
+
+impl BackendPool for AnyPool {
+    fn execute(&self, task: Task) {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyPool::Thread(ref pool) => pool.execute(task),
+            #[cfg(feature = "rayon")]
+            AnyPool::Rayon(ref pool) => pool.execute(task),
+        }
+    }
+
+    fn shutdown(&self) {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyPool::Thread(ref pool) => pool.shutdown(),
+            #[cfg(feature = "rayon")]
+            AnyPool::Rayon(ref pool) => pool.shutdown(),
+        }
+    }
+}
+
+impl LocalBackend for AnyBackend {}

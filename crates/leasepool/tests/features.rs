@@ -1,0 +1,95 @@
+//! Backend selection: `BackendKind` parsing and `AnyBackend`, in whatever
+//! feature combination this test is built with (CI runs it with the default
+//! features, with `--no-default-features --features rayon`, and with
+//! `--all-features`).
+
+use leasepool::{AnyBackend, BackendKind, Error, LeasedExecutorManager};
+
+fn compiled_in(kind: BackendKind) -> bool {
+    match kind {
+        BackendKind::Thread => cfg!(feature = "thread"),
+        BackendKind::Rayon => cfg!(feature = "rayon"),
+        _ => false,
+    }
+}
+
+#[test]
+fn parsing_is_case_insensitive_and_respects_features() {
+    for (text, kind) in [
+        ("thread", BackendKind::Thread),
+        ("THREAD", BackendKind::Thread),
+        (" Rayon ", BackendKind::Rayon),
+        ("rAyOn", BackendKind::Rayon),
+        ("process", BackendKind::Process),
+        ("Process", BackendKind::Process),
+    ] {
+        let parsed = text.parse::<BackendKind>();
+        if compiled_in(kind) {
+            assert_eq!(parsed, Ok(kind), "{text:?}");
+            assert_eq!(kind.to_string(), text.trim().to_lowercase());
+        } else {
+            match parsed {
+                Err(Error::UnsupportedBackend(message)) => {
+                    let feature = format!("`{}` feature", kind.name());
+                    assert!(
+                        message.contains(&feature),
+                        "{message:?} should name {feature}"
+                    );
+                }
+                other => panic!("{text:?}: expected UnsupportedBackend, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_names_are_invalid_config_listing_the_supported_names() {
+    for text in ["", "threads", "fiber", "tokio"] {
+        match text.parse::<BackendKind>() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "backend");
+                for name in ["thread", "rayon", "process"] {
+                    assert!(reason.contains(name), "{reason:?} should list {name}");
+                }
+            }
+            other => panic!("{text:?}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn any_backend_runs_every_compiled_in_kind() {
+    for kind in BackendKind::ALL {
+        let backend = AnyBackend::from_kind(kind);
+        if !compiled_in(kind) {
+            assert!(
+                matches!(backend, Err(Error::UnsupportedBackend(_))),
+                "{kind}: {backend:?}"
+            );
+            continue;
+        }
+        let backend = backend.expect("compiled in");
+        assert_eq!(backend.kind(), kind);
+        let manager: LeasedExecutorManager<AnyBackend> = LeasedExecutorManager::builder(backend)
+            .max_pools(1)
+            .workers_per_pool(2)
+            .name_prefix(format!("any-{kind}"))
+            .build()
+            .expect("valid config");
+        assert_eq!(manager.backend_name(), kind.name());
+        manager.start_blocking().expect("start");
+        let lease = manager.acquire().blocking().expect("acquire");
+        let name = lease
+            .submit(|| std::thread::current().name().map(str::to_owned))
+            .expect("submit")
+            .wait()
+            .expect("job");
+        assert!(
+            name.unwrap_or_default()
+                .starts_with(&format!("any-{kind}-1_"))
+        );
+        assert_eq!(manager.stats().backend, kind.name());
+        drop(lease);
+        manager.stop_blocking();
+    }
+}
