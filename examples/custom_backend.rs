@@ -14,11 +14,11 @@ use leasepool::{
 
 /// The backend: stateless; all the state is per pool.
 #[derive(Debug, Clone, Default)]
-pub struct FreshThreadBackend;
+pub(crate) struct FreshThreadBackend;
 
 /// One pool: a queue and a count of running job threads.
 #[derive(Debug)]
-pub struct FreshThreadPool {
+pub(crate) struct FreshThreadPool {
     shared: Arc<Shared>,
 }
 

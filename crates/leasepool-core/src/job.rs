@@ -29,7 +29,8 @@ const FINISHED: u8 = 2;
 
 /// Told when a job submitted through a lease has ended.
 pub(crate) trait JobSink: Send + Sync {
-    fn job_finished(&self, lease_key: u64);
+    /// `cancelled`: the job ended without running (`Error::Cancelled`).
+    fn job_finished(&self, lease_key: u64, cancelled: bool);
 }
 
 /// Which lease a job counts against.
@@ -100,7 +101,7 @@ impl<T> JobShared<T> {
     fn publish(&self, result: Result<T, Error>) {
         if let Some(link) = &self.lease {
             if let Some(sink) = link.sink.upgrade() {
-                sink.job_finished(link.key);
+                sink.job_finished(link.key, matches!(result, Err(Error::Cancelled)));
             }
         }
         *self.slot() = Slot::Ready(result);

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::config;
 use crate::job::LeaseLink;
 use crate::manager::{Inner, PoolRef, weak_sink};
 use crate::state::{EndCell, Grant};
@@ -68,8 +69,15 @@ pub struct ExecutorLease<B: ExecutorBackend> {
     handle: Arc<LeaseHandle<B>>,
     owner: Option<Arc<str>>,
     leased_at: Instant,
-    duration: Duration,
     grace: Duration,
+    /// Changed only by `renew`, under the manager's lock.
+    timing: Mutex<Timing>,
+}
+
+/// The parts of a lease that a renewal moves.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    duration: Duration,
     soft: Instant,
     hard: Instant,
 }
@@ -79,7 +87,7 @@ impl<B: ExecutorBackend> fmt::Debug for ExecutorLease<B> {
         f.debug_struct("ExecutorLease")
             .field("id", &self.handle.id)
             .field("owner", &self.owner)
-            .field("lease_duration", &self.duration)
+            .field("lease_duration", &self.lease_duration())
             .field("grace", &self.grace)
             .field("ended", &self.handle.end.get())
             .finish()
@@ -97,11 +105,17 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
             }),
             owner: grant.owner,
             leased_at: grant.leased_at,
-            duration: grant.duration,
             grace: grant.grace,
-            soft: grant.soft,
-            hard: grant.hard,
+            timing: Mutex::new(Timing {
+                duration: grant.duration,
+                soft: grant.soft,
+                hard: grant.hard,
+            }),
         }
+    }
+
+    fn timing(&self) -> Timing {
+        *self.timing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The lease id.
@@ -114,9 +128,10 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
         self.owner.as_deref()
     }
 
-    /// The lease duration (time from `leased_at` to soft expiry).
+    /// The lease duration: from `leased_at` (or the last renewal) to soft
+    /// expiry.
     pub fn lease_duration(&self) -> Duration {
-        self.duration
+        self.timing().duration
     }
 
     /// Time from soft to hard expiry.
@@ -129,16 +144,50 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
         self.leased_at
     }
 
-    /// `leased_at + lease_duration`: past this the lease is reported as
-    /// overdue (a warning), but still works.
+    /// `leased_at + lease_duration` (or last renewal + duration): past this
+    /// the lease is reported as overdue (a warning), but still works.
     pub fn soft_expires_at(&self) -> Instant {
-        self.soft
+        self.timing().soft
     }
 
     /// `soft_expires_at + grace`: past this the lease is revoked and its pool
     /// shut down.
     pub fn hard_expires_at(&self) -> Instant {
-        self.hard
+        self.timing().hard
+    }
+
+    /// Restarts the lease for its own duration from now, like a keep-alive:
+    /// soft and hard expiry move (the grace is unchanged) and the soft-expiry
+    /// warning is reset. Not async: callable from any thread.
+    ///
+    /// Fails with [`Error::LeaseExpired`] and changes nothing if the lease
+    /// was released, is draining, passed hard expiry, was revoked, its pool
+    /// broke, or the manager stopped. A renewal racing the revocation at
+    /// hard expiry has exactly one winner: either the lease is renewed and
+    /// keeps its pool, or it is revoked and the renewal fails.
+    pub fn renew(&self) -> Result<(), Error> {
+        self.renew_for(self.lease_duration())
+    }
+
+    /// Like [`renew`](Self::renew), for `duration` from now (validated like
+    /// a lease duration: > 0 and representable); it becomes the lease's
+    /// duration.
+    pub fn renew_for(&self, duration: Duration) -> Result<(), Error> {
+        let duration = config::lease_duration("lease", duration, self.grace)?;
+        let handle = &self.handle;
+        // The timing lock is taken inside the state transition, so two
+        // renewals of one lease cannot publish out of order.
+        handle.inner.transition(|state, fx| {
+            let (soft, hard) = state
+                .renew(handle.key, duration, Instant::now(), fx)
+                .ok_or_else(|| handle.expired())?;
+            *self.timing.lock().unwrap_or_else(PoisonError::into_inner) = Timing {
+                duration,
+                soft,
+                hard,
+            };
+            Ok(())
+        })
     }
 
     /// Why the lease no longer accepts work, or `None` while it does.
@@ -173,14 +222,17 @@ impl<B: LocalBackend> ExecutorLease<B> {
         self.handle.submit(f)
     }
 
-    /// Runs `f` on the leased pool and waits for its result. Dropping the
-    /// future cancels the job if it has not started.
+    /// Runs `f` on the leased pool and waits for its result.
+    ///
+    /// Like any future, it does nothing until first polled: the job is
+    /// submitted then. Dropping the future cancels the job if it has not
+    /// started.
     pub fn run<F, T>(&self, f: F) -> Run<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Run::new(self.handle.submit(f))
+        Run::lazy(self.handle.clone(), f)
     }
 }
 
@@ -238,38 +290,45 @@ impl<B: LocalBackend> LeasedExecutor<B> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Run::new(self.handle.submit(f))
+        Run::lazy(self.handle.clone(), f)
     }
 }
 
-/// The future returned by `run`: the job's result. Dropping it before the
-/// job starts cancels the job.
+/// The future returned by `run`: the job's result. The job is submitted
+/// when the future is first polled; dropping the future before the job
+/// starts cancels it.
 #[must_use = "futures do nothing unless polled; dropping a Run cancels its job"]
 pub struct Run<T> {
     state: RunState<T>,
 }
 
+type Submit<T> = Box<dyn FnOnce() -> Result<JobHandle<T>, Error> + Send>;
+
 enum RunState<T> {
+    NotPolled(Submit<T>),
     Submitted(JobHandle<T>),
-    Rejected(Option<Error>),
+    Done(Option<Error>),
 }
 
 impl<T> fmt::Debug for Run<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
+            RunState::NotPolled(_) => f.write_str("Run(not polled)"),
             RunState::Submitted(handle) => f.debug_tuple("Run").field(handle).finish(),
-            RunState::Rejected(error) => f.debug_tuple("Run").field(error).finish(),
+            RunState::Done(error) => f.debug_tuple("Run").field(error).finish(),
         }
     }
 }
 
-impl<T> Run<T> {
-    fn new(submitted: Result<JobHandle<T>, Error>) -> Self {
-        let state = match submitted {
-            Ok(handle) => RunState::Submitted(handle),
-            Err(error) => RunState::Rejected(Some(error)),
-        };
-        Run { state }
+impl<T: Send + 'static> Run<T> {
+    fn lazy<B, F>(handle: Arc<LeaseHandle<B>>, f: F) -> Self
+    where
+        B: ExecutorBackend,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Run {
+            state: RunState::NotPolled(Box::new(move || handle.submit(f))),
+        }
     }
 }
 
@@ -277,11 +336,21 @@ impl<T> Future for Run<T> {
     type Output = Result<T, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let RunState::NotPolled(_) = self.state {
+            let RunState::NotPolled(submit) =
+                std::mem::replace(&mut self.state, RunState::Done(None))
+            else {
+                unreachable!("checked above")
+            };
+            self.state = match submit() {
+                Ok(handle) => RunState::Submitted(handle),
+                Err(error) => RunState::Done(Some(error)),
+            };
+        }
         match &mut self.state {
             RunState::Submitted(handle) => Pin::new(handle).poll(cx),
-            RunState::Rejected(error) => {
-                Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken)))
-            }
+            RunState::Done(error) => Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken))),
+            RunState::NotPolled(_) => unreachable!("submitted above"),
         }
     }
 }

@@ -50,5 +50,5 @@ pub use id::LeaseId;
 pub use job::JobHandle;
 pub use lease::{ExecutorLease, LeasedExecutor, Run};
 pub use manager::LeasedExecutorManager;
-pub use stats::{LeaseStats, ManagerStats};
+pub use stats::{LeaseStats, ManagerStats, ShutdownReport};
 pub use task::Task;

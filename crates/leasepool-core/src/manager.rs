@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::signal::{Gate, StartGate, wait_for, wait_for_blocking};
 use crate::state::{Effects, LeaseState, Limits, Note, Phase, PoolSlot};
 use crate::{
     Acquire, BackendPool, Error, ExecutorBackend, LeaseId, ManagerBuilder, ManagerConfig,
-    ManagerStats, PoolContext,
+    ManagerStats, PoolContext, ShutdownReport,
 };
 
 /// The pool handle the state machine moves around.
@@ -58,6 +59,10 @@ pub(crate) struct Inner<B: ExecutorBackend> {
     pub(crate) config: ManagerConfig,
     core: Mutex<Core<B>>,
     pub(crate) checker: Arc<CheckerSignal>,
+    /// Jobs that ended without running, ever (for shutdown reports).
+    jobs_cancelled: AtomicUsize,
+    /// Notified when a graceful shutdown may proceed.
+    shutdown_ready: Event,
 }
 
 /// Owns a bounded set of executor pools and lends them out as leases.
@@ -142,6 +147,8 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                     early_broken: HashMap::new(),
                 }),
                 checker: Arc::new(CheckerSignal::default()),
+                jobs_cancelled: AtomicUsize::new(0),
+                shutdown_ready: Event::new(),
             }),
         }
     }
@@ -173,14 +180,56 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
     ///
     /// Safe before `start()` and safe to repeat.
     pub async fn stop(&self) {
-        let live = self.inner.begin_stop();
+        let (live, _) = self.inner.begin_stop();
         wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
     }
 
     /// [`stop`](Self::stop) for plain threads.
     pub fn stop_blocking(&self) {
-        let live = self.inner.begin_stop();
+        let (live, _) = self.inner.begin_stop();
         wait_for_blocking(&live.exited, || (live.get() == 0).then_some(()));
+    }
+
+    /// Shuts down gracefully within `deadline`, for a service with a
+    /// termination budget.
+    ///
+    /// At once: new acquires fail with [`Error::NotStarted`], waiters are
+    /// woken with `NotStarted`, idle pools are shut down, and the checker
+    /// keeps revoking leases at hard expiry. Held leases keep working until
+    /// they are released (and drained) or the deadline passes; then
+    /// everything still held is revoked and the manager stops exactly like
+    /// [`stop`](Self::stop) (which waits for running jobs). The report says
+    /// what happened.
+    ///
+    /// On a manager that is not running this is `stop()` with an empty
+    /// report.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let cancelled_before = self.inner.jobs_cancelled.load(Ordering::Acquire);
+        let at_start = self.inner.begin_shutdown(deadline);
+        if at_start.is_some() {
+            let inner = &self.inner;
+            wait_for(&inner.shutdown_ready, || inner.shutdown_due().then_some(())).await;
+        }
+        let (live, revoked) = self.inner.begin_stop();
+        wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
+        self.inner
+            .shutdown_report(started, cancelled_before, at_start, revoked)
+    }
+
+    /// [`shutdown`](Self::shutdown) for plain threads.
+    pub fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let cancelled_before = self.inner.jobs_cancelled.load(Ordering::Acquire);
+        let at_start = self.inner.begin_shutdown(deadline);
+        if at_start.is_some() {
+            let inner = &self.inner;
+            wait_for_blocking(&inner.shutdown_ready, || inner.shutdown_due().then_some(()));
+        }
+        let (live, revoked) = self.inner.begin_stop();
+        wait_for_blocking(&live.exited, || (live.get() == 0).then_some(()));
+        self.inner
+            .shutdown_report(started, cancelled_before, at_start, revoked)
     }
 
     /// Borrows a pool. Configure the request on the returned builder and
@@ -281,7 +330,12 @@ impl<B: ExecutorBackend> Inner<B> {
     /// the lock released.
     pub(crate) fn transition<R>(&self, f: impl FnOnce(&mut State<B>, &mut Fx<B>) -> R) -> R {
         let mut fx = Effects::default();
-        let result = f(&mut self.core().state, &mut fx);
+        let result = {
+            let mut core = self.core();
+            let result = f(&mut core.state, &mut fx);
+            check_shutdown(&core.state, &mut fx);
+            result
+        };
         self.apply(fx);
         result
     }
@@ -303,6 +357,57 @@ impl<B: ExecutorBackend> Inner<B> {
         if fx.wake_checker {
             self.checker.kick();
         }
+        if fx.shutdown_ready {
+            self.shutdown_ready.notify(usize::MAX);
+        }
+    }
+
+    fn begin_shutdown(&self, deadline: Duration) -> Option<usize> {
+        let at = crate::state::deadline_after(Instant::now(), deadline);
+        let mut fx = Effects::default();
+        let held = {
+            let mut core = self.core();
+            let held = core.state.begin_shutdown(at, &mut fx);
+            check_shutdown(&core.state, &mut fx);
+            held
+        };
+        if let Some(held) = held {
+            log::info!(
+                target: LOG_TARGET,
+                "shutting down within {deadline:?}: {held} leases held, no new leases"
+            );
+        }
+        self.apply(fx);
+        held
+    }
+
+    fn shutdown_due(&self) -> bool {
+        self.core().state.shutdown_due(Instant::now())
+    }
+
+    fn shutdown_report(
+        &self,
+        started: Instant,
+        cancelled_before: usize,
+        at_start: Option<usize>,
+        revoked: usize,
+    ) -> ShutdownReport {
+        let leases_at_start = at_start.unwrap_or(0);
+        let revoked_at_deadline = if at_start.is_some() { revoked } else { 0 };
+        let report = ShutdownReport {
+            leases_at_start,
+            ended_on_their_own: leases_at_start.saturating_sub(revoked_at_deadline),
+            revoked_at_deadline,
+            jobs_cancelled: self
+                .jobs_cancelled
+                .load(Ordering::Acquire)
+                .saturating_sub(cancelled_before),
+            elapsed: started.elapsed(),
+        };
+        if at_start.is_some() {
+            log::info!(target: LOG_TARGET, "shutdown finished: {report:?}");
+        }
+        report
     }
 
     pub(crate) fn release(&self, key: u64) {
@@ -333,6 +438,8 @@ impl<B: ExecutorBackend> Inner<B> {
         let mut core = self.core();
         match core.state.begin_start() {
             Phase::Running => return Ok(None),
+            // A graceful shutdown is under way: the manager is stopping.
+            Phase::ShuttingDown => return Err(Error::NotStarted),
             Phase::Starting => return Ok(core.start_gate.clone()),
             Phase::Stopped => {}
         }
@@ -450,11 +557,12 @@ impl<B: ExecutorBackend> Inner<B> {
             let mut core = self.core();
             if core.state.pool_broken(seq, reason, &mut fx) {
                 core.state.record_break(Instant::now());
-            } else if core.state.phase() != Phase::Stopped {
+            } else if core.state.is_being_created(seq) {
                 core.early_broken.insert(seq, reason.to_owned());
             }
             let deferred = std::mem::take(&mut fx.shutdown);
             core.deferred.extend(deferred);
+            check_shutdown(&core.state, &mut fx);
         }
         fx.wake_checker = true;
         self.apply(fx);
@@ -468,12 +576,15 @@ impl<B: ExecutorBackend> Inner<B> {
         let mut fx = Effects::default();
         let (deadline, creations, live) = {
             let mut core = self.core();
-            if core.state.phase() != Phase::Running {
+            if !matches!(core.state.phase(), Phase::Running | Phase::ShuttingDown) {
                 return None;
             }
             fx.shutdown.append(&mut core.deferred);
             core.state.set_desired(desired);
             let deadline = core.state.tick(now, self.config.check_interval, &mut fx);
+            if core.state.shutdown_due(now) {
+                fx.shutdown_ready = true;
+            }
             let creations = match core.state.creation_held_until(now) {
                 Some(_) => Vec::new(), // the deadline above wakes us when it ends
                 None => core.state.plan_creations(),
@@ -499,7 +610,8 @@ impl<B: ExecutorBackend> Inner<B> {
                     },
                     Err(error) => {
                         core.early_broken.remove(&seq);
-                        core.state.pool_creation_failed(error, &mut fx);
+                        core.state.pool_creation_failed(seq, error, &mut fx);
+                        core.state.record_break(now);
                     }
                 }
             }
@@ -508,30 +620,34 @@ impl<B: ExecutorBackend> Inner<B> {
         Some(deadline)
     }
 
-    /// Stops everything and returns the worker count to wait on.
-    fn begin_stop(&self) -> Arc<LiveWorkers> {
+    /// Stops everything. Returns the worker count to wait on and the number
+    /// of leases it ended.
+    fn begin_stop(&self) -> (Arc<LiveWorkers>, usize) {
         let mut fx = Effects::default();
-        let (live, was_running) = {
+        let (live, was_running, ended) = {
             let mut core = self.core();
             let was_running = core.state.phase() != Phase::Stopped;
-            core.state.stop(&mut fx);
+            let ended = core.state.stop(&mut fx);
             fx.shutdown.append(&mut core.deferred);
             core.early_broken.clear();
             core.start_gate = None;
             self.checker.next_generation();
-            (core.live.clone(), was_running)
+            (core.live.clone(), was_running, ended)
         };
         self.checker.kick();
         self.apply(fx);
         if was_running {
             log::info!(target: LOG_TARGET, "stopped lease manager (backend {})", self.backend.name());
         }
-        live
+        (live, ended)
     }
 }
 
 impl<B: ExecutorBackend> JobSink for Inner<B> {
-    fn job_finished(&self, lease_key: u64) {
+    fn job_finished(&self, lease_key: u64, cancelled: bool) {
+        if cancelled {
+            self.jobs_cancelled.fetch_add(1, Ordering::AcqRel);
+        }
         self.transition(|state, fx| state.job_finished(lease_key, Instant::now(), fx));
     }
 }
@@ -589,6 +705,10 @@ fn log_note(backend: &str, note: &Note) {
             };
             log::info!(target: LOG_TARGET, "finalised {id}: pool {pool} {outcome}")
         }
+        Note::Renewed { id, duration } => log::info!(
+            target: LOG_TARGET,
+            "renewed {id} for {duration:?}"
+        ),
         Note::SoftExpired { id, owner: o } => log::warn!(
             target: LOG_TARGET,
             "{id} (owner {}) passed its soft expiry; it will be revoked at hard expiry",
@@ -626,6 +746,14 @@ fn log_note(backend: &str, note: &Note) {
             target: LOG_TARGET,
             "an acquire timed out after {waited:?}"
         ),
+    }
+}
+
+/// During a graceful shutdown, flags the effects once every lease has
+/// ended, so the waiting `shutdown()` proceeds.
+fn check_shutdown<P: Clone, S>(state: &LeaseState<P, S>, fx: &mut Effects<P, S>) {
+    if state.phase() == Phase::ShuttingDown && state.leased() == 0 {
+        fx.shutdown_ready = true;
     }
 }
 

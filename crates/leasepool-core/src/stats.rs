@@ -50,3 +50,23 @@ pub struct LeaseStats {
     /// Jobs submitted through the lease that have not finished.
     pub pending_jobs: usize,
 }
+
+/// What a graceful [`shutdown`](crate::LeasedExecutorManager::shutdown)
+/// did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ShutdownReport {
+    /// Leases held when the shutdown began.
+    pub leases_at_start: usize,
+    /// Of those, leases that ended before the deadline: released (after
+    /// draining), expired, or retired as broken.
+    pub ended_on_their_own: usize,
+    /// Leases still held at the deadline, revoked by the shutdown.
+    pub revoked_at_deadline: usize,
+    /// Jobs that ended without running (cancelled) between the start of the
+    /// shutdown and its end: queued on revoked or shut-down pools, or
+    /// cancelled by their callers.
+    pub jobs_cancelled: usize,
+    /// How long the shutdown took, including waiting for worker threads.
+    pub elapsed: Duration,
+}

@@ -5,6 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use leasepool_core::{
     BackendPool, BrokenSignal, Error, PoolContext, Task, WorkerGuard, panic_message,
 };
@@ -25,6 +26,10 @@ pub struct RayonPool {
     /// `None` once shut down; dropping the `ThreadPool` lets its threads
     /// exit after the queued (now cancelled) jobs are drained.
     pool: Mutex<Option<ThreadPool>>,
+    /// Tasks wait here, in order; each `spawn`ed rayon job takes the oldest.
+    /// Shutdown empties it at once, so queued jobs are cancelled promptly
+    /// even while every rayon thread is busy.
+    queue: (Sender<Task>, Receiver<Task>),
     shared: Arc<Shared>,
 }
 
@@ -93,6 +98,7 @@ impl RayonPool {
             .map_err(|e| Error::Broken(format!("cannot build the rayon thread pool: {e}")))?;
         Ok(RayonPool {
             pool: Mutex::new(Some(pool)),
+            queue: unbounded(),
             shared,
         })
     }
@@ -122,8 +128,14 @@ impl BackendPool for RayonPool {
         let Some(pool) = &*guard else {
             return; // shut down: dropping the task cancels it
         };
+        // The receiver lives as long as `self`: this send cannot fail.
+        let _ = self.queue.0.send(task);
+        let queue = self.queue.1.clone();
         let shared = self.shared.clone();
         pool.spawn(move || {
+            let Ok(task) = queue.try_recv() else {
+                return; // taken by shutdown
+            };
             if let Some(reason) = shared.broken.get() {
                 task.fail(Error::Broken(reason.clone()));
             } else if shared.closed.load(Ordering::Acquire) {
@@ -137,12 +149,18 @@ impl BackendPool for RayonPool {
     fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
         // Dropping a rayon ThreadPool never blocks: its threads finish the
-        // queued jobs (which now cancel themselves) and exit.
+        // running jobs and exit.
         let pool = self
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(pool);
+        while let Ok(task) = self.queue.1.try_recv() {
+            match self.shared.broken.get() {
+                Some(reason) => task.fail(Error::Broken(reason.clone())),
+                None => drop(task),
+            }
+        }
     }
 }

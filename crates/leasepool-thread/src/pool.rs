@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use leasepool_core::{BackendPool, Error, PoolContext, Task};
 
 use crate::ThreadBackend;
@@ -31,6 +31,9 @@ impl PoolShared {
 pub struct ThreadPool {
     /// `None` once shut down: the workers see the queue disconnect.
     sender: Mutex<Option<Sender<Task>>>,
+    /// The pool's own end of the queue, to cancel queued jobs at shutdown
+    /// without waiting for a worker to reach them.
+    receiver: Receiver<Task>,
     shared: Arc<PoolShared>,
 }
 
@@ -49,6 +52,7 @@ impl ThreadPool {
         let shared = Arc::new(PoolShared::default());
         let pool = ThreadPool {
             sender: Mutex::new(Some(sender)),
+            receiver: receiver.clone(),
             shared: shared.clone(),
         };
         for index in 0..ctx.workers() {
@@ -91,9 +95,19 @@ impl BackendPool for ThreadPool {
 
     fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        self.sender
+        let sender = self
+            .sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        drop(sender);
+        // Cancel what is still queued now (or fail it, if the pool broke),
+        // rather than when a busy worker gets to it.
+        while let Ok(task) = self.receiver.try_recv() {
+            match self.shared.broken_error() {
+                Some(error) => task.fail(error),
+                None => drop(task),
+            }
+        }
     }
 }

@@ -93,7 +93,8 @@
 
 pub use leasepool_core::{
     BackendPool, BrokenSignal, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LeaseStats,
-    LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, Task, WorkerGuard, panic_message,
+    LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, ShutdownReport, Task, WorkerGuard,
+    panic_message,
 };
 
 #[cfg(feature = "thread")]

@@ -6,11 +6,8 @@
 use leasepool::{AnyBackend, BackendKind, Error, LeasedExecutorManager};
 
 fn compiled_in(kind: BackendKind) -> bool {
-    match kind {
-        BackendKind::Thread => cfg!(feature = "thread"),
-        BackendKind::Rayon => cfg!(feature = "rayon"),
-        _ => false,
-    }
+    (kind == BackendKind::Thread && cfg!(feature = "thread"))
+        || (kind == BackendKind::Rayon && cfg!(feature = "rayon"))
 }
 
 #[test]

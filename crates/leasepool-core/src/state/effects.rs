@@ -21,6 +21,8 @@ pub(crate) struct Effects<P, S> {
     pub(crate) wake_checker: bool,
     /// Log records to emit.
     pub(crate) notes: Vec<Note>,
+    /// A graceful shutdown may proceed (set by the manager).
+    pub(crate) shutdown_ready: bool,
 }
 
 impl<P, S> Default for Effects<P, S> {
@@ -30,6 +32,7 @@ impl<P, S> Default for Effects<P, S> {
             wake: Vec::new(),
             wake_checker: false,
             notes: Vec::new(),
+            shutdown_ready: false,
         }
     }
 }
@@ -40,6 +43,7 @@ impl<P, S> Effects<P, S> {
             && self.wake.is_empty()
             && !self.wake_checker
             && self.notes.is_empty()
+            && !self.shutdown_ready
     }
 }
 
@@ -61,6 +65,10 @@ pub(crate) enum Note {
         id: LeaseId,
         pool: u64,
         outcome: Finalised,
+    },
+    Renewed {
+        id: LeaseId,
+        duration: Duration,
     },
     SoftExpired {
         id: LeaseId,

@@ -43,7 +43,7 @@ mod waiters;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -80,6 +80,9 @@ pub(crate) enum Phase {
     Stopped,
     Starting,
     Running,
+    /// Graceful shutdown: no new leases, held leases work until released
+    /// or the deadline.
+    ShuttingDown,
 }
 
 /// Pool-count limits from the configuration.
@@ -139,6 +142,7 @@ pub(crate) struct PoolSlot<P> {
 pub(crate) struct LeaseRecord<P> {
     pub(crate) id: LeaseId,
     pub(crate) owner: Option<Arc<str>>,
+    pub(crate) grace: Duration,
     pub(crate) soft: Instant,
     pub(crate) hard: Instant,
     pub(crate) pool: PoolSlot<P>,
@@ -189,13 +193,20 @@ pub(crate) struct LeaseState<P, S> {
     idle: VecDeque<PoolSlot<P>>,
     leases: HashMap<u64, LeaseRecord<P>>,
     waiters: WaitQueue<S>,
+    /// Planned creations in flight (counted against `max_pools`).
     creating: usize,
+    /// Sequence numbers of pools being created in this run (planned, or
+    /// reserved by start). A pool that arrives with a number not in here
+    /// belongs to a run that was stopped: it is shut down.
+    in_creation: HashSet<u64>,
     next_lease: u64,
     next_pool: u64,
     /// When the checker will next run on its own (`None`: not scheduled).
     checker_wake_at: Option<Instant>,
     /// Holds replacement creation back after pools keep breaking.
     backoff: BreakBackoff,
+    /// The deadline of a graceful shutdown in progress.
+    shutdown_deadline: Option<Instant>,
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -247,10 +258,12 @@ impl<P: Clone, S> LeaseState<P, S> {
             leases: HashMap::new(),
             waiters: WaitQueue::new(),
             creating: 0,
+            in_creation: HashSet::new(),
             next_lease: 1,
             next_pool: 1,
             checker_wake_at: None,
             backoff: BreakBackoff::default(),
+            shutdown_deadline: None,
         }
     }
 
@@ -318,6 +331,9 @@ impl<P: Clone, S> LeaseState<P, S> {
         if self.phase != Phase::Starting {
             return Err(pools);
         }
+        for slot in &pools {
+            self.in_creation.remove(&slot.seq);
+        }
         self.phase = Phase::Running;
         self.idle.extend(pools);
         Ok(())
@@ -327,6 +343,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     pub(crate) fn abort_start(&mut self) {
         if self.phase == Phase::Starting {
             self.phase = Phase::Stopped;
+            self.in_creation.clear();
         }
     }
 
@@ -335,14 +352,28 @@ impl<P: Clone, S> LeaseState<P, S> {
     pub(crate) fn reserve_pool_seqs(&mut self, n: usize) -> Vec<u64> {
         let first = self.next_pool;
         self.next_pool += n as u64;
-        (first..self.next_pool).collect()
+        let seqs: Vec<u64> = (first..self.next_pool).collect();
+        self.in_creation.extend(seqs.iter().copied());
+        seqs
+    }
+
+    /// True while pool `seq` is being created in this run.
+    pub(crate) fn is_being_created(&self, seq: u64) -> bool {
+        self.in_creation.contains(&seq)
     }
 
     /// Stops everything: every pool is shut down, every lease ends, every
     /// waiter fails with `NotStarted`.
-    pub(crate) fn stop(&mut self, fx: &mut Effects<P, S>) {
+    /// Returns how many leases it ended.
+    pub(crate) fn stop(&mut self, fx: &mut Effects<P, S>) -> usize {
+        let ended = self.leases.len();
         self.phase = Phase::Stopped;
         self.checker_wake_at = None;
+        self.shutdown_deadline = None;
+        // Creations still in flight belong to this run: they are shut down
+        // when they arrive and no longer count against max_pools.
+        self.creating = 0;
+        self.in_creation.clear();
         for slot in self.idle.drain(..) {
             fx.shutdown.push(slot.pool);
         }
@@ -357,6 +388,41 @@ impl<P: Clone, S> LeaseState<P, S> {
             );
         }
         self.waiters.fail_parked_grants(&Error::NotStarted);
+        ended
+    }
+
+    /// Starts a graceful shutdown: no new leases (waiters fail with
+    /// `NotStarted`), idle pools shut down, held leases keep working until
+    /// they end or `deadline`. Returns the number of leases held, or `None`
+    /// if the manager is not running.
+    pub(crate) fn begin_shutdown(
+        &mut self,
+        deadline: Instant,
+        fx: &mut Effects<P, S>,
+    ) -> Option<usize> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        self.phase = Phase::ShuttingDown;
+        self.shutdown_deadline = Some(deadline);
+        for slot in self.idle.drain(..) {
+            fx.shutdown.push(slot.pool);
+        }
+        for waiter in self.waiters.drain() {
+            fx.wake.push(
+                self.waiters
+                    .resolve(waiter, Resolution::Failed(Error::NotStarted)),
+            );
+        }
+        fx.wake_checker = true;
+        Some(self.leases.len())
+    }
+
+    /// During a graceful shutdown: true once every lease has ended or the
+    /// deadline has passed.
+    pub(crate) fn shutdown_due(&self, now: Instant) -> bool {
+        self.phase == Phase::ShuttingDown
+            && (self.leases.is_empty() || self.shutdown_deadline.is_some_and(|at| now >= at))
     }
 
     // ----- acquire and waiters ------------------------------------------
@@ -385,7 +451,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                 fx,
             )));
         }
-        let room = self.total() + self.creating < self.limits.max_pools;
+        let room = self.room_for_newcomer();
         if !request.wait && !room {
             return Err(Error::Unavailable {
                 max_pools: self.limits.max_pools,
@@ -401,6 +467,13 @@ impl<P: Clone, S> LeaseState<P, S> {
             fx.wake_checker = true;
         }
         Ok(AcquireStep::Queued(id))
+    }
+
+    /// True if a pool could still be created for a caller arriving now:
+    /// every pool that exists or may be created (`max_pools - total`, pools
+    /// in creation included) beyond those the queued waiters will take.
+    fn room_for_newcomer(&self) -> bool {
+        self.limits.max_pools.saturating_sub(self.total()) > self.waiters.len()
     }
 
     /// The outcome parked for waiter `id`, if it has one.
@@ -448,6 +521,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             LeaseRecord {
                 id,
                 owner: terms.owner.clone(),
+                grace: terms.grace,
                 soft,
                 hard,
                 pool: slot,
@@ -529,6 +603,40 @@ impl<P: Clone, S> LeaseState<P, S> {
             outcome,
         });
         self.request_capacity(fx);
+    }
+
+    /// Restarts lease `key` for `duration` from `now` (grace unchanged):
+    /// new soft and hard expiries, and a fresh soft-expiry warning. Fails
+    /// (changing nothing) if the lease is released, draining, past hard
+    /// expiry, revoked, broken, or the manager is not running; a lease found
+    /// past hard expiry is revoked here, so a renewal racing the checker has
+    /// exactly one outcome.
+    pub(crate) fn renew(
+        &mut self,
+        key: u64,
+        duration: Duration,
+        now: Instant,
+        fx: &mut Effects<P, S>,
+    ) -> Option<(Instant, Instant)> {
+        let record = self.leases.get_mut(&key)?;
+        if record.draining || self.phase != Phase::Running && self.phase != Phase::ShuttingDown {
+            return None;
+        }
+        if now >= record.hard {
+            self.revoke(key, fx);
+            return None;
+        }
+        record.soft = deadline_after(now, duration);
+        record.hard = deadline_after(record.soft, record.grace);
+        record.soft_warned = false;
+        fx.notes.push(Note::Renewed {
+            id: record.id,
+            duration,
+        });
+        // The checker may be sleeping until the old expiry: let it
+        // recompute its deadline.
+        fx.wake_checker = true;
+        Some((record.soft, record.hard))
     }
 
     /// A job is about to be submitted through lease `key`: count it and hand
@@ -684,8 +792,13 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// A planned creation succeeded.
     pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) {
-        self.creating = self.creating.saturating_sub(1);
         fx.notes.push(Note::Created { pool: slot.seq });
+        if !self.in_creation.remove(&slot.seq) {
+            // Planned by a run that was stopped.
+            fx.shutdown.push(slot.pool);
+            return;
+        }
+        self.creating = self.creating.saturating_sub(1);
         if self.phase != Phase::Running {
             fx.shutdown.push(slot.pool);
             return;
@@ -697,6 +810,9 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// (the caller shuts it down). Nobody is failed: the checker creates a
     /// replacement, subject to the back-off.
     pub(crate) fn creation_discarded(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
+        if !self.in_creation.remove(&seq) {
+            return;
+        }
         self.creating = self.creating.saturating_sub(1);
         fx.notes.push(Note::Retired {
             pool: seq,
@@ -708,7 +824,10 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// A planned creation failed: the oldest waiter that no other creation
     /// in flight will serve gets the error.
-    pub(crate) fn pool_creation_failed(&mut self, error: Error, fx: &mut Effects<P, S>) {
+    pub(crate) fn pool_creation_failed(&mut self, seq: u64, error: Error, fx: &mut Effects<P, S>) {
+        if !self.in_creation.remove(&seq) {
+            return; // planned by a run that was stopped
+        }
         self.creating = self.creating.saturating_sub(1);
         if self.waiters.len() > self.creating {
             if let Some(waiter) = self.waiters.pop_oldest() {
@@ -719,6 +838,9 @@ impl<P: Clone, S> LeaseState<P, S> {
             }
         }
         fx.notes.push(Note::CreateFailed { error });
+        // Other waiters may still need a pool: try again (the manager paces
+        // retries with the back-off).
+        self.request_capacity(fx);
     }
 
     /// One checker pass: revoke expired leases, time out waiters, warn about
@@ -731,9 +853,13 @@ impl<P: Clone, S> LeaseState<P, S> {
         interval: Duration,
         fx: &mut Effects<P, S>,
     ) -> Instant {
-        if self.phase == Phase::Running {
+        if matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
             self.revoke_expired(now, fx);
-            for waiter in self.waiters.take_timed_out(now) {
+            // Waiters that a pool being (or about to be) created will serve
+            // wait for it: they are first in line for pools that do not
+            // depend on anyone releasing a lease.
+            let served_by_creation = self.limits.max_pools.saturating_sub(self.total());
+            for waiter in self.waiters.take_timed_out(now, served_by_creation) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
                 fx.notes.push(Note::WaiterTimedOut { waited: timeout });
                 fx.wake.push(
@@ -750,7 +876,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                     });
                 }
             }
-            while self.total() > self.desired {
+            while self.phase == Phase::Running && self.total() > self.desired {
                 let Some(slot) = self.idle.pop_back() else {
                     break;
                 };
@@ -777,6 +903,9 @@ impl<P: Clone, S> LeaseState<P, S> {
             next = next.min(at);
         }
         if let Some(at) = self.backoff.held_until(now) {
+            next = next.min(at);
+        }
+        if let Some(at) = self.shutdown_deadline {
             next = next.min(at);
         }
         next
@@ -815,9 +944,16 @@ impl<P: Clone, S> LeaseState<P, S> {
             );
             assert!(record.soft <= record.hard);
         }
-        if self.phase != Phase::Running {
-            assert_eq!(total, 0, "pools held while not running");
-            assert_eq!(self.waiters.len(), 0);
+        match self.phase {
+            Phase::Running => {}
+            Phase::ShuttingDown => {
+                assert!(self.idle.is_empty(), "idle pools kept while shutting down");
+                assert_eq!(self.waiters.len(), 0);
+            }
+            Phase::Stopped | Phase::Starting => {
+                assert_eq!(total, 0, "pools held while not running");
+                assert_eq!(self.waiters.len(), 0);
+            }
         }
     }
 }

@@ -98,21 +98,24 @@ impl<S> WaitQueue<S> {
         self.resolved.remove(&id)
     }
 
-    /// Removes every waiter whose deadline is at or before `now`.
-    pub(crate) fn take_timed_out(&mut self, now: Instant) -> Vec<Waiter<S>> {
-        if !self
-            .queue
-            .iter()
-            .any(|w| matches!(w.deadline, Some((at, _)) if at <= now))
-        {
+    /// Removes every waiter, except the `skip` oldest, whose deadline is at
+    /// or before `now`.
+    pub(crate) fn take_timed_out(&mut self, now: Instant, skip: usize) -> Vec<Waiter<S>> {
+        let expired = |w: &Waiter<S>| matches!(w.deadline, Some((at, _)) if at <= now);
+        if !self.queue.iter().skip(skip).any(expired) {
             return Vec::new();
         }
-        let (expired, kept): (VecDeque<_>, VecDeque<_>) = self
-            .queue
-            .drain(..)
-            .partition(|w| matches!(w.deadline, Some((at, _)) if at <= now));
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        let mut timed_out = Vec::new();
+        for (index, waiter) in self.queue.drain(..).enumerate() {
+            if index >= skip && expired(&waiter) {
+                timed_out.push(waiter);
+            } else {
+                kept.push_back(waiter);
+            }
+        }
         self.queue = kept;
-        expired.into()
+        timed_out
     }
 
     /// Every queued waiter, oldest first, leaving the queue empty.

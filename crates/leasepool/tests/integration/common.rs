@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use leasepool::{LeasedExecutorManager, ManagerBuilder, ThreadBackend};
 
 /// Generous bound for anything that should happen "soon" on a loaded machine.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Polls `condition` until it holds or `PATIENCE` passes; panics with `what`
 /// on timeout. For conditions that have no event to wait on (thread exit,
 /// log records, checker passes).
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -21,7 +21,7 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// A builder with test-friendly defaults and a unique thread-name prefix.
-pub fn builder(prefix: &str) -> ManagerBuilder<ThreadBackend> {
+pub(crate) fn builder(prefix: &str) -> ManagerBuilder<ThreadBackend> {
     LeasedExecutorManager::builder(ThreadBackend::new())
         .name_prefix(prefix)
         .workers_per_pool(1)
@@ -30,7 +30,7 @@ pub fn builder(prefix: &str) -> ManagerBuilder<ThreadBackend> {
 /// Names of this process's live threads named `{prefix}-...` (workers
 /// `{prefix}-{pool}_{n}` and the checker `{prefix}-checker`).
 #[cfg(target_os = "linux")]
-pub fn threads_named(prefix: &str) -> Vec<String> {
+pub(crate) fn threads_named(prefix: &str) -> Vec<String> {
     let mut names = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return names;
@@ -49,6 +49,6 @@ pub fn threads_named(prefix: &str) -> Vec<String> {
 }
 
 /// Blocks on a future from a plain thread.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     futures_lite::future::block_on(future)
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leasepool::{Error, LeaseEnd, LeasedExecutorManager, ThreadBackend};
+use leasepool::{Error, LeaseEnd};
 
 use crate::common::*;
 
@@ -68,38 +68,4 @@ fn fifo_timeout_failfast_expiry_drain_broken() {
         m.stop().await;
         eventually("threads gone", || threads_named("smoke").is_empty());
     });
-}
-
-#[test]
-fn broken_initializer_is_replaced() {
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c2 = calls.clone();
-    let backend = ThreadBackend::new().initializer(move || {
-        if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Err("no db")
-        } else {
-            Ok(())
-        }
-    });
-    let m = LeasedExecutorManager::builder(backend)
-        .max_pools(1)
-        .workers_per_pool(1)
-        .name_prefix("brk")
-        .build()
-        .unwrap();
-    m.start_blocking().unwrap();
-    let lease = m.acquire().blocking().unwrap();
-    let r = lease.submit(|| 1).unwrap().wait();
-    assert!(matches!(r, Err(Error::Broken(_))), "{r:?}");
-    eventually("retired", || lease.ended() == Some(LeaseEnd::Broken));
-    drop(lease);
-    let lease = m.acquire().timeout(PATIENCE).blocking().unwrap();
-    assert_eq!(lease.submit(|| 2).unwrap().wait().unwrap(), 2);
-    drop(lease);
-    m.stop_blocking();
-    assert!(
-        threads_named("brk").is_empty(),
-        "{:?}",
-        threads_named("brk")
-    );
 }
