@@ -30,6 +30,8 @@
 //! | `pool_broken`    | idle / leased     | shut down                                  |
 //! | `tick` (shrink)  | idle (newest)     | shut down                                  |
 //! | `pool_created`   | being created     | oldest waiter, idle, or shut down          |
+//! | `renew`          | leased            | leased, expiries moved (or revoked if late)|
+//! | `begin_shutdown` | idle              | shut down; waiters fail; leases keep going |
 //! | `stop`           | everywhere        | shut down; waiters fail                    |
 //!
 //! Invariants that hold after every transition (checked by `check_invariants`
