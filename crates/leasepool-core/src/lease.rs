@@ -190,6 +190,11 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
         })
     }
 
+    /// Workers in the leased pool (the manager's `workers_per_pool`).
+    pub fn workers(&self) -> usize {
+        self.handle.inner.config.workers_per_pool
+    }
+
     /// Why the lease no longer accepts work, or `None` while it does.
     pub fn ended(&self) -> Option<LeaseEnd> {
         self.handle.end.get()
@@ -272,6 +277,11 @@ impl<B: ExecutorBackend> LeasedExecutor<B> {
     pub fn lease_id(&self) -> &LeaseId {
         &self.handle.id
     }
+
+    /// Why the lease no longer accepts work, or `None` while it does.
+    pub fn ended(&self) -> Option<LeaseEnd> {
+        self.handle.end.get()
+    }
 }
 
 impl<B: LocalBackend> LeasedExecutor<B> {
@@ -302,7 +312,7 @@ pub struct Run<T> {
     state: RunState<T>,
 }
 
-type Submit<T> = Box<dyn FnOnce() -> Result<JobHandle<T>, Error> + Send>;
+pub(crate) type Submit<T> = Box<dyn FnOnce() -> Result<JobHandle<T>, Error> + Send>;
 
 enum RunState<T> {
     NotPolled(Submit<T>),
@@ -326,8 +336,14 @@ impl<T: Send + 'static> Run<T> {
         B: ExecutorBackend,
         F: FnOnce() -> T + Send + 'static,
     {
+        Self::on_first_poll(Box::new(move || handle.submit(f)))
+    }
+
+    /// A future that calls `submit` when first polled and then awaits the
+    /// job it returns.
+    pub(crate) fn on_first_poll(submit: Submit<T>) -> Self {
         Run {
-            state: RunState::NotPolled(Box::new(move || handle.submit(f))),
+            state: RunState::NotPolled(submit),
         }
     }
 }

@@ -30,6 +30,7 @@ mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod grinder;
 mod id;
 mod job;
 mod lease;
@@ -46,6 +47,7 @@ pub use backend::{
 pub use builder::ManagerBuilder;
 pub use config::ManagerConfig;
 pub use error::{Error, LeaseEnd, panic_message};
+pub use grinder::{GrinderBuilder, GrinderStats, StopMode, WorkGrinder};
 pub use id::LeaseId;
 pub use job::JobHandle;
 pub use lease::{ExecutorLease, LeasedExecutor, Run};

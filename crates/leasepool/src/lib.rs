@@ -92,9 +92,9 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub use leasepool_core::{
-    BackendPool, BrokenSignal, Error, ExecutorBackend, JobHandle, LeaseEnd, LeaseId, LeaseStats,
-    LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, ShutdownReport, Task, WorkerGuard,
-    panic_message,
+    BackendPool, BrokenSignal, Error, ExecutorBackend, GrinderStats, JobHandle, LeaseEnd, LeaseId,
+    LeaseStats, LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, ShutdownReport,
+    StopMode, Task, WorkerGuard, panic_message,
 };
 
 #[cfg(feature = "thread")]
@@ -131,6 +131,10 @@ mod defaults {
     pub type ExecutorLease<B = ThreadBackend> = leasepool_core::ExecutorLease<B>;
     /// The submit-only proxy of a lease. See [`leasepool_core::LeasedExecutor`].
     pub type LeasedExecutor<B = ThreadBackend> = leasepool_core::LeasedExecutor<B>;
+    /// Batches small submissions into leased pools. See [`leasepool_core::WorkGrinder`].
+    pub type WorkGrinder<B = ThreadBackend> = leasepool_core::WorkGrinder<B>;
+    /// Configures a grinder. See [`leasepool_core::GrinderBuilder`].
+    pub type GrinderBuilder<B = ThreadBackend> = leasepool_core::GrinderBuilder<B>;
 }
 
 #[cfg(feature = "thread")]
@@ -138,7 +142,8 @@ pub use defaults::*;
 
 #[cfg(not(feature = "thread"))]
 pub use leasepool_core::{
-    Acquire, AcquireFuture, ExecutorLease, LeasedExecutor, LeasedExecutorManager, ManagerBuilder,
+    Acquire, AcquireFuture, ExecutorLease, GrinderBuilder, LeasedExecutor, LeasedExecutorManager,
+    ManagerBuilder, WorkGrinder,
 };
 
 /// The README's examples, compiled and run as doctests.

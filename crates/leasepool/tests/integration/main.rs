@@ -11,6 +11,7 @@ mod cancellation;
 mod config;
 mod draining;
 mod expiry;
+mod grinder;
 mod leaks;
 mod lease;
 mod lifecycle;

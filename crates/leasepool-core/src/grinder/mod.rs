@@ -1,0 +1,427 @@
+//! `WorkGrinder`: batches many small submissions into leased pools.
+//!
+//! Callers hand the grinder small jobs; it queues them and, when enough are
+//! pending (`batch_size_threshold`) or the oldest has waited `max_wait`,
+//! takes everything pending as one batch, leases one pool for it (owner
+//! `{owner_prefix}-batch-{n}`), runs every item there, and gives each item's
+//! own result or error to its caller. Leasing once per batch instead of once
+//! per item is what makes tiny jobs cheap.
+//!
+//! The grinder has one dispatcher thread (it decides when a batch is due,
+//! sleeping on an event with the oldest item's deadline, no runtime) and one
+//! short-lived thread per running batch, at most `max_pools` at a time.
+
+mod batch;
+mod dispatcher;
+mod queue;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+
+use crate::config;
+use crate::job::{JobSink, LeaseLink};
+use crate::lease::Run;
+use crate::signal::{wait_for, wait_for_blocking};
+use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
+
+use queue::{Phase, Queue};
+
+/// How [`WorkGrinder::stop`] treats work that has not run yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopMode {
+    /// Run everything already queued (at once, without waiting for the
+    /// threshold or `max_wait`), then stop.
+    Drain,
+    /// Cancel every queued item and every batch still waiting for a lease
+    /// (their callers get [`Error::Cancelled`]); batches already running
+    /// finish.
+    Cancel,
+}
+
+/// A snapshot of a grinder, from [`WorkGrinder::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct GrinderStats {
+    /// True between `start` and the end of `stop`.
+    pub started: bool,
+    /// True while `stop` is in progress.
+    pub stopping: bool,
+    /// Items queued and not yet taken into a batch (cancelled items leave
+    /// the count at once).
+    pub pending: usize,
+    /// Batches leasing or running now.
+    pub running_batches: usize,
+    /// The configured threshold.
+    pub batch_size_threshold: usize,
+    /// The configured longest wait of the oldest item.
+    pub max_wait: Duration,
+    /// The lease duration of each batch.
+    pub lease: Duration,
+    /// How long the oldest pending item has waited (`None`: nothing pending).
+    pub oldest_wait: Option<Duration>,
+}
+
+/// Builds a [`WorkGrinder`]; every value is validated by
+/// [`build`](Self::build).
+///
+/// | option | default | rule |
+/// |---|---|---|
+/// | `batch_size_threshold` | 20 | > 0 |
+/// | `max_wait` | 10 s | > 0, representable |
+/// | `lease` | 60 s | > 0, representable with the manager's grace |
+/// | `owner_prefix` | "work-grinder" | not empty |
+pub struct GrinderBuilder<B: ExecutorBackend> {
+    manager: LeasedExecutorManager<B>,
+    batch_size_threshold: usize,
+    max_wait: Duration,
+    lease: Duration,
+    owner_prefix: String,
+}
+
+impl<B: ExecutorBackend> fmt::Debug for GrinderBuilder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrinderBuilder")
+            .field("batch_size_threshold", &self.batch_size_threshold)
+            .field("max_wait", &self.max_wait)
+            .field("lease", &self.lease)
+            .field("owner_prefix", &self.owner_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: LocalBackend> GrinderBuilder<B> {
+    /// Pending items that start a batch at once (default 20).
+    pub fn batch_size_threshold(mut self, n: usize) -> Self {
+        self.batch_size_threshold = n;
+        self
+    }
+
+    /// The longest the oldest pending item waits before a batch starts
+    /// anyway (default 10 s).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// The lease duration of each batch (default 60 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Owner label prefix of batch leases: `{prefix}-batch-{n}` (default
+    /// "work-grinder").
+    pub fn owner_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.owner_prefix = prefix.into();
+        self
+    }
+
+    /// Validates every option and builds the (stopped) grinder.
+    pub fn build(self) -> Result<WorkGrinder<B>, Error> {
+        let batch_size_threshold =
+            config::positive("batch_size_threshold", self.batch_size_threshold)?;
+        let max_wait = config::duration("max_wait", self.max_wait, false)?;
+        let grace = self.manager.config().lease_grace();
+        let lease = config::lease_duration("lease", self.lease, grace)?;
+        if self.owner_prefix.is_empty() {
+            return Err(Error::invalid("owner_prefix", "must not be empty"));
+        }
+        Ok(WorkGrinder {
+            inner: Arc::new(GrinderInner {
+                manager: self.manager,
+                batch_size_threshold,
+                max_wait,
+                lease,
+                owner_prefix: self.owner_prefix,
+                queue: Mutex::new(Queue::default()),
+                wake: Event::new(),
+                kicked: AtomicBool::new(false),
+                stopped: Event::new(),
+            }),
+        })
+    }
+}
+
+/// Batches many small submissions into leased pools. Cheap to clone
+/// (clones share one grinder).
+///
+/// # Ordering
+///
+/// Items are taken into batches in the order they were queued, and a
+/// batch's items are handed to its pool in that order. Items run
+/// concurrently on the pool's workers, and batches may run concurrently (up
+/// to `max_pools`), so completion order is not guaranteed. Each caller gets
+/// exactly its own item's result.
+///
+/// # Examples
+///
+/// ```
+/// use leasepool_core::{LeasedExecutorManager, StopMode, WorkGrinder};
+/// # use leasepool_core::{BackendPool, Error, ExecutorBackend, LocalBackend, PoolContext, Task};
+/// # #[derive(Clone)] struct Inline;
+/// # struct InlinePool;
+/// # impl ExecutorBackend for Inline {
+/// #     type Pool = InlinePool;
+/// #     fn name(&self) -> &'static str { "inline" }
+/// #     fn create_pool(&self, _: PoolContext) -> Result<InlinePool, Error> { Ok(InlinePool) }
+/// # }
+/// # impl BackendPool for InlinePool {
+/// #     fn execute(&self, task: Task) { task.run() }
+/// #     fn shutdown(&self) {}
+/// # }
+/// # impl LocalBackend for Inline {}
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), Error> {
+/// futures_lite::future::block_on(async {
+///     let manager = LeasedExecutorManager::builder(Inline).max_pools(2).build()?;
+///     manager.start().await?;
+///     let grinder = WorkGrinder::builder(manager.clone())
+///         .batch_size_threshold(2)
+///         .max_wait(Duration::from_millis(50))
+///         .build()?;
+///     grinder.start().await?;
+///     let (a, b) = futures_lite::future::zip(grinder.submit(|| 1), grinder.submit(|| 2)).await;
+///     assert_eq!((a?, b?), (1, 2));
+///     grinder.stop(StopMode::Drain).await;
+///     manager.stop().await;
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct WorkGrinder<B: ExecutorBackend> {
+    inner: Arc<GrinderInner<B>>,
+}
+
+impl<B: ExecutorBackend> Clone for WorkGrinder<B> {
+    fn clone(&self) -> Self {
+        WorkGrinder {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: ExecutorBackend> fmt::Debug for WorkGrinder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkGrinder")
+            .field("stats", &self.inner.stats())
+            .finish()
+    }
+}
+
+pub(crate) struct GrinderInner<B: ExecutorBackend> {
+    manager: LeasedExecutorManager<B>,
+    batch_size_threshold: usize,
+    max_wait: Duration,
+    lease: Duration,
+    owner_prefix: String,
+    queue: Mutex<Queue>,
+    /// Wakes the dispatcher.
+    wake: Event,
+    kicked: AtomicBool,
+    /// Notified when the grinder reaches `Stopped`.
+    stopped: Event,
+}
+
+impl<B: ExecutorBackend> WorkGrinder<B> {
+    /// Starts configuring a grinder that leases from `manager`.
+    pub fn builder(manager: LeasedExecutorManager<B>) -> GrinderBuilder<B> {
+        GrinderBuilder {
+            manager,
+            batch_size_threshold: 20,
+            max_wait: Duration::from_secs(10),
+            lease: Duration::from_secs(60),
+            owner_prefix: "work-grinder".to_owned(),
+        }
+    }
+
+    /// A snapshot of the queue and configuration; callable from any thread.
+    pub fn stats(&self) -> GrinderStats {
+        self.inner.stats()
+    }
+}
+
+impl<B: LocalBackend> WorkGrinder<B> {
+    /// Starts the dispatcher. Calling it while started does nothing; a
+    /// stopped grinder can be started again (after `stop` has returned).
+    pub async fn start(&self) -> Result<(), Error> {
+        self.start_blocking()
+    }
+
+    /// [`start`](Self::start) for plain threads (it does not block).
+    pub fn start_blocking(&self) -> Result<(), Error> {
+        {
+            let mut queue = self.inner.queue();
+            match queue.phase {
+                Phase::Running => return Ok(()),
+                Phase::Stopping(_) => return Err(Error::NotStarted),
+                Phase::Stopped => queue.phase = Phase::Running,
+            }
+        }
+        if let Err(error) = dispatcher::spawn(self.inner.clone()) {
+            self.inner.queue().phase = Phase::Stopped;
+            return Err(error);
+        }
+        log::info!(
+            target: "leasepool",
+            "work grinder started: batch_size_threshold {}, max_wait {:?}, lease {:?}",
+            self.inner.batch_size_threshold,
+            self.inner.max_wait,
+            self.inner.lease
+        );
+        Ok(())
+    }
+
+    /// Stops the grinder: new submissions fail with [`Error::NotStarted`]
+    /// at once; then, with [`StopMode::Drain`], everything queued runs, or
+    /// with [`StopMode::Cancel`], queued items and batches still waiting for
+    /// a lease are cancelled. Returns once no batch is running. Never hangs
+    /// on a lease: a cancelled batch stops waiting for one.
+    pub async fn stop(&self, mode: StopMode) {
+        if self.inner.begin_stop(mode) {
+            let inner = &self.inner;
+            wait_for(&inner.stopped, || inner.is_stopped().then_some(())).await;
+        }
+    }
+
+    /// [`stop`](Self::stop) for plain threads.
+    pub fn stop_blocking(&self, mode: StopMode) {
+        if self.inner.begin_stop(mode) {
+            let inner = &self.inner;
+            wait_for_blocking(&inner.stopped, || inner.is_stopped().then_some(()));
+        }
+    }
+
+    /// Queues `f` and returns its handle at once; callable from any thread.
+    /// Cancelling the handle before its batch runs it removes the item from
+    /// the queue.
+    pub fn enqueue<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        GrinderInner::enqueue(&self.inner, f)
+    }
+
+    /// Queues `f` when first polled and waits for its result. Dropping the
+    /// future before the item runs removes it from the queue.
+    pub fn submit<F, T>(&self, f: F) -> Run<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Run::on_first_poll(Box::new(move || GrinderInner::enqueue(&inner, f)))
+    }
+
+    /// Queues `f` and blocks the current thread until its result arrives.
+    /// Do not call this from async code: use [`submit`](Self::submit).
+    pub fn submit_blocking<F, T>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.enqueue(f)?.wait()
+    }
+}
+
+impl<B: ExecutorBackend> GrinderInner<B> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.wake.notify(usize::MAX);
+    }
+
+    fn stats(&self) -> GrinderStats {
+        let now = Instant::now();
+        let queue = self.queue();
+        GrinderStats {
+            started: queue.phase != Phase::Stopped,
+            stopping: matches!(queue.phase, Phase::Stopping(_)),
+            pending: queue.pending.len(),
+            running_batches: queue.running_batches,
+            batch_size_threshold: self.batch_size_threshold,
+            max_wait: self.max_wait,
+            lease: self.lease,
+            oldest_wait: queue
+                .pending
+                .front()
+                .map(|item| now.saturating_duration_since(item.enqueued_at)),
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.queue().phase == Phase::Stopped
+    }
+
+    /// Moves to `Stopping(mode)`; with `Cancel`, cancels what has not run.
+    /// Returns false if the grinder was already stopped.
+    fn begin_stop(&self, mode: StopMode) -> bool {
+        let cancelled = {
+            let mut queue = self.queue();
+            match queue.phase {
+                Phase::Stopped => return false,
+                Phase::Stopping(StopMode::Cancel) => Vec::new(),
+                Phase::Stopping(StopMode::Drain) | Phase::Running => {
+                    queue.phase = Phase::Stopping(mode);
+                    match mode {
+                        StopMode::Drain => Vec::new(),
+                        StopMode::Cancel => queue.cancel_all(),
+                    }
+                }
+            }
+        };
+        // Outside the lock: failing a task tells its caller and the grinder.
+        for task in cancelled {
+            task.fail(Error::Cancelled);
+        }
+        log::info!(target: "leasepool", "work grinder stopping ({mode:?})");
+        self.kick();
+        true
+    }
+}
+
+impl<B: LocalBackend> GrinderInner<B> {
+    fn enqueue<F, T>(this: &Arc<Self>, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut queue = this.queue();
+        if queue.phase != Phase::Running {
+            return Err(Error::NotStarted);
+        }
+        let id = queue.next_item_id();
+        let weak: Weak<GrinderInner<B>> = Arc::downgrade(this);
+        let sink: Weak<dyn JobSink> = weak;
+        let (task, handle) = Task::with_link(f, Some(LeaseLink { sink, key: id }));
+        queue.push(id, Instant::now(), task);
+        let due = queue.pending.len() >= this.batch_size_threshold || queue.pending.len() == 1;
+        drop(queue);
+        if due {
+            // The first item sets the dispatcher's deadline; the threshold
+            // item starts a batch.
+            this.kick();
+        }
+        Ok(handle)
+    }
+}
+
+impl<B: ExecutorBackend> JobSink for GrinderInner<B> {
+    fn job_finished(&self, item: u64, cancelled: bool) {
+        if cancelled {
+            // A caller cancelled a pending item: it leaves the queue now,
+            // so `pending` stays exact. (Items already in a batch are not in
+            // the queue any more; nothing to do for them.)
+            let removed = self.queue().remove(item);
+            drop(removed);
+        }
+    }
+}
