@@ -1,202 +1,176 @@
-//! Running one batch: lease a pool, run every item on it, release.
+//! Running one batch without a thread of its own.
+//!
+//! The dispatcher acquires the batch's lease by polling an ordinary
+//! `AcquireFuture` (its waker kicks the dispatcher), then submits one
+//! *puller* job per worker. Pullers take the oldest remaining item until
+//! none is left or the lease ends. Each puller carries a guard; when the
+//! last guard drops (its job ran, failed or was dropped), the batch ends on
+//! that thread: items that never ran get the error that stopped them, the
+//! lease is released, and the dispatcher is kicked.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
+use std::task::{Context, Poll};
 
 use super::GrinderInner;
-use super::StopMode;
-use super::queue::Phase;
-use crate::{Error, ExecutorLease, LocalBackend, Task};
+use crate::{AcquireFuture, Error, ExecutorLease, LocalBackend, Task};
 
-/// Tells a batch that is waiting for a lease to give up.
-#[derive(Debug, Clone)]
-pub(super) struct CancelToken {
-    cancelled: Arc<AtomicBool>,
-    thread: Thread,
+/// A batch whose lease has not been granted yet.
+pub(super) struct Waiting<B: LocalBackend> {
+    number: u64,
+    tasks: Vec<Task>,
+    acquire: Pin<Box<AcquireFuture<B>>>,
 }
 
-impl CancelToken {
-    pub(super) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
-/// Wakes a parked thread.
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs batch `number` on a thread of its own. The dispatcher has already
-/// counted it in `running_batches`.
-pub(super) fn spawn<B: LocalBackend>(inner: Arc<GrinderInner<B>>, number: u64, tasks: Vec<Task>) {
-    let name = format!("{}-batch-{number}", inner.owner_prefix);
-    // If the thread cannot start, the closure (and the tasks in it) comes
-    // back in the error only as a drop: fail them through a shared slot.
-    let slot = Arc::new(Mutex::new(Some(tasks)));
-    let thread_slot = slot.clone();
-    let thread_inner = inner.clone();
-    let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let tasks = thread_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_default();
-        run(&thread_inner, number, tasks);
-        finished(&thread_inner);
-    });
-    if let Err(e) = spawned {
-        let tasks = slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_default();
-        let error = Error::Broken(format!("cannot spawn a grinder batch thread: {e}"));
-        for task in tasks {
-            task.fail(error.clone());
+impl<B: LocalBackend> Waiting<B> {
+    pub(super) fn new(inner: &GrinderInner<B>, number: u64, tasks: Vec<Task>) -> Self {
+        let owner = format!("{}-batch-{number}", inner.owner_prefix);
+        log::debug!(target: "leasepool", "grinder batch {number}: {} items, leasing as {owner}", tasks.len());
+        let acquire = inner
+            .manager
+            .acquire()
+            .owner(owner)
+            .lease(inner.lease)
+            .into_future();
+        Waiting {
+            number,
+            tasks,
+            acquire: Box::pin(acquire),
         }
-        finished(&inner);
     }
-}
 
-fn finished<B: LocalBackend>(inner: &GrinderInner<B>) {
-    inner.queue().running_batches -= 1;
-    inner.kick();
-}
-
-fn run<B: LocalBackend>(inner: &GrinderInner<B>, number: u64, tasks: Vec<Task>) {
-    let live: Vec<Task> = tasks
-        .into_iter()
-        .filter(|task| !task.is_cancelled())
-        .collect();
-    if live.is_empty() {
-        return;
-    }
-    let owner = format!("{}-batch-{number}", inner.owner_prefix);
-    let size = live.len();
-    log::debug!(target: "leasepool", "grinder batch {number}: {size} items, leasing as {owner}");
-    let lease = match acquire(inner, &owner) {
-        Ok(lease) => lease,
-        Err(error) => {
-            log::info!(target: "leasepool", "grinder batch {number} got no lease: {error}");
-            for task in live {
-                task.fail(error.clone());
+    /// Polls for the lease. `Some(())` once the batch has been launched or
+    /// failed: the dispatcher forgets it.
+    pub(super) fn poll(
+        &mut self,
+        inner: &Arc<GrinderInner<B>>,
+        cx: &mut Context<'_>,
+    ) -> Option<()> {
+        let Poll::Ready(result) = self.acquire.as_mut().poll(cx) else {
+            return None;
+        };
+        let tasks = std::mem::take(&mut self.tasks);
+        match result {
+            Ok(lease) => launch(inner, self.number, lease, tasks),
+            Err(error) => {
+                log::info!(target: "leasepool", "grinder batch {} got no lease: {error}", self.number);
+                fail_all(tasks, &error);
+                inner.batch_finished();
             }
-            return;
         }
-    };
-    run_on(&lease, live);
-    log::debug!(target: "leasepool", "grinder batch {number} finished");
-}
-
-/// Acquires the batch's lease, giving up if `stop(Cancel)` says so.
-fn acquire<B: LocalBackend>(
-    inner: &GrinderInner<B>,
-    owner: &str,
-) -> Result<ExecutorLease<B>, Error> {
-    let token = CancelToken {
-        cancelled: Arc::new(AtomicBool::new(false)),
-        thread: std::thread::current(),
-    };
-    {
-        let mut queue = inner.queue();
-        if queue.phase == Phase::Stopping(StopMode::Cancel) {
-            return Err(Error::Cancelled);
-        }
-        queue.waiting.push(token.clone());
+        Some(())
     }
-    let request = inner
-        .manager
-        .acquire()
-        .owner(owner)
-        .lease(inner.lease)
-        .into_future();
-    let mut request = pin!(request);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let result = loop {
-        if token.cancelled.load(Ordering::Acquire) {
-            break Err(Error::Cancelled); // dropping the request leaves the queue
-        }
-        if let Poll::Ready(result) = request.as_mut().poll(&mut cx) {
-            break result;
-        }
-        std::thread::park();
-    };
-    inner
-        .queue()
-        .waiting
-        .retain(|waiting| !Arc::ptr_eq(&waiting.cancelled, &token.cancelled));
-    result
+
+    /// `stop(Cancel)` while still waiting: the lease request is dropped
+    /// (it leaves the manager's queue) and the items are cancelled.
+    pub(super) fn cancel(self, inner: &GrinderInner<B>) {
+        drop(self.acquire);
+        fail_all(self.tasks, &Error::Cancelled);
+        inner.batch_finished();
+    }
 }
 
-/// Runs `tasks` on the leased pool: one puller job per worker, each taking
-/// the oldest remaining task until none is left, so a batch costs one
-/// submission per worker rather than one per item. Each task delivers its
-/// own result (a panic is caught per task); tasks that never ran get the
-/// error that stopped them.
-fn run_on<B: LocalBackend>(lease: &ExecutorLease<B>, tasks: Vec<Task>) {
-    let workers = lease.workers().min(tasks.len()).max(1);
-    let queue: Arc<Mutex<VecDeque<Task>>> = Arc::new(Mutex::new(tasks.into()));
-    let mut handles = Vec::with_capacity(workers);
-    let mut stopped_by: Option<Error> = None;
-    for _ in 0..workers {
-        let queue = queue.clone();
-        let executor = lease.executor();
+fn fail_all(tasks: Vec<Task>, error: &Error) {
+    for task in tasks {
+        task.fail(error.clone());
+    }
+}
+
+/// A batch on its lease: shared by its pullers.
+struct Running<B: LocalBackend> {
+    inner: Arc<GrinderInner<B>>,
+    number: u64,
+    queue: Mutex<VecDeque<Task>>,
+    lease: Mutex<Option<ExecutorLease<B>>>,
+    pullers_left: AtomicUsize,
+}
+
+impl<B: LocalBackend> Running<B> {
+    fn next(&self) -> Option<Task> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// The last puller is done: fail what never ran, release the lease.
+    fn finish(&self) {
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let leftover: Vec<Task> = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        if !leftover.is_empty() {
+            let error = lease
+                .as_ref()
+                .and_then(|lease| {
+                    lease.ended().map(|reason| Error::LeaseExpired {
+                        id: *lease.id(),
+                        reason,
+                    })
+                })
+                .unwrap_or(Error::Cancelled);
+            fail_all(leftover, &error);
+        }
+        drop(lease);
+        log::debug!(target: "leasepool", "grinder batch {} finished", self.number);
+        self.inner.batch_finished();
+    }
+}
+
+/// Held by each puller job; the last one to drop ends the batch, whether
+/// its job ran, failed, or was dropped unrun.
+struct PullerGuard<B: LocalBackend>(Arc<Running<B>>);
+
+impl<B: LocalBackend> Drop for PullerGuard<B> {
+    fn drop(&mut self) {
+        if self.0.pullers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finish();
+        }
+    }
+}
+
+fn launch<B: LocalBackend>(
+    inner: &Arc<GrinderInner<B>>,
+    number: u64,
+    lease: ExecutorLease<B>,
+    tasks: Vec<Task>,
+) {
+    let pullers = lease.workers().min(tasks.len()).max(1);
+    let executor = lease.executor();
+    let batch = Arc::new(Running {
+        inner: inner.clone(),
+        number,
+        queue: Mutex::new(tasks.into()),
+        lease: Mutex::new(Some(lease)),
+        pullers_left: AtomicUsize::new(pullers),
+    });
+    for _ in 0..pullers {
+        let guard = PullerGuard(batch.clone());
+        let executor_in_job = executor.clone();
         let puller = move || {
-            // Stop taking work once the lease ends (revoked at hard expiry,
-            // pool broken): what is left gets the lease's error below.
-            while executor.ended().is_none() {
-                let next = queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front();
-                match next {
+            let guard = guard;
+            // Stop taking items once the lease ends (revoked at hard expiry,
+            // pool broken): the rest get the lease's error in `finish`.
+            while executor_in_job.ended().is_none() {
+                match guard.0.next() {
                     Some(task) => task.run(),
                     None => break,
                 }
             }
         };
-        match lease.submit(puller) {
-            Ok(handle) => handles.push(handle),
-            Err(error) => {
-                stopped_by = Some(error);
-                break;
-            }
+        // A rejected submission drops the puller, and with it its guard.
+        if let Ok(handle) = executor.submit(puller) {
+            drop(handle); // detached: the guard reports the end
         }
-    }
-    for handle in handles {
-        if let Err(error) = handle.wait() {
-            stopped_by.get_or_insert(error);
-        }
-    }
-    let leftover: Vec<Task> = queue
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .drain(..)
-        .collect();
-    let error = stopped_by
-        .or_else(|| {
-            lease.ended().map(|reason| Error::LeaseExpired {
-                id: *lease.id(),
-                reason,
-            })
-        })
-        .unwrap_or(Error::Cancelled);
-    for task in leftover {
-        task.fail(error.clone());
     }
 }

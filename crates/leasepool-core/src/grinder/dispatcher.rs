@@ -1,69 +1,110 @@
-//! The dispatcher thread: decides when a batch is due and starts it.
+//! The dispatcher thread: decides when a batch is due, acquires its lease
+//! without blocking, and launches it.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 
 use event_listener::Listener;
 
+use super::batch::Waiting;
 use super::queue::Phase;
-use super::{GrinderInner, StopMode, batch};
+use super::{GrinderInner, Signal, StopMode};
 use crate::state::deadline_after;
-use crate::{Error, LocalBackend};
+use crate::{Error, LocalBackend, Task};
 
 pub(super) fn spawn<B: LocalBackend>(inner: Arc<GrinderInner<B>>) -> Result<(), Error> {
     let name = format!("{}-dispatch", inner.owner_prefix);
+    let weak = Arc::downgrade(&inner);
+    let signal = inner.signal.clone();
+    drop(inner);
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&inner))
+        .spawn(move || run(&weak, &signal))
         .map(drop)
         .map_err(|e| Error::Broken(format!("cannot spawn the grinder's dispatcher thread: {e}")))
 }
 
+/// Wakes the dispatcher when a batch's lease request can make progress.
+struct Kick(Arc<Signal>);
+
+impl Wake for Kick {
+    fn wake(self: Arc<Self>) {
+        self.0.kick();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.kick();
+    }
+}
+
 /// What the dispatcher does next.
 enum Step {
-    Batch(u64, Vec<crate::Task>),
+    Batch(u64, Vec<Task>),
     Sleep(Option<Instant>),
+    CancelWaiting,
     Exit,
 }
 
-fn run<B: LocalBackend>(inner: &Arc<GrinderInner<B>>) {
+fn run<B: LocalBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
+    let waker = Waker::from(Arc::new(Kick(signal.clone())));
+    let mut cx = Context::from_waker(&waker);
+    let mut waiting: Vec<Waiting<B>> = Vec::new();
     loop {
-        let step = next_step(inner);
-        match step {
-            Step::Batch(number, tasks) => batch::spawn(inner.clone(), number, tasks),
-            Step::Exit => {
-                inner.stopped.notify(usize::MAX);
-                log::info!(target: "leasepool", "work grinder stopped");
-                return;
-            }
-            Step::Sleep(deadline) => {
-                let listener = inner.wake.listen();
-                if inner.kicked.swap(false, Ordering::AcqRel) {
+        let deadline = {
+            // Dropped without stop(): the waiting batches' items are
+            // dropped with them (cancelled).
+            let Some(inner) = weak.upgrade() else { return };
+            // Leases first: a granted batch launches at once.
+            waiting.retain_mut(|batch| batch.poll(&inner, &mut cx).is_none());
+            match next_step(&inner, !waiting.is_empty()) {
+                Step::Batch(number, tasks) => {
+                    waiting.push(Waiting::new(&inner, number, tasks));
                     continue;
                 }
-                match deadline {
-                    Some(at) => {
-                        listener.wait_deadline(at);
+                Step::CancelWaiting => {
+                    for batch in waiting.drain(..) {
+                        batch.cancel(&inner);
                     }
-                    None => listener.wait(),
+                    continue;
                 }
+                Step::Exit => {
+                    inner.stopped.notify(usize::MAX);
+                    log::info!(target: "leasepool", "work grinder stopped");
+                    return;
+                }
+                Step::Sleep(deadline) => deadline,
             }
+        };
+        let listener = signal.wake.listen();
+        if signal.kicked.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        match deadline {
+            Some(at) => {
+                listener.wait_deadline(at);
+            }
+            None => listener.wait(),
         }
     }
 }
 
-fn next_step<B: LocalBackend>(inner: &GrinderInner<B>) -> Step {
+fn next_step<B: LocalBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> Step {
     let now = Instant::now();
     let max_batches = inner.manager.config().max_pools();
     let mut queue = inner.queue();
-    let draining = matches!(queue.phase, Phase::Stopping(StopMode::Drain));
-    if let Phase::Stopping(_) = queue.phase {
-        if queue.pending.is_empty() && queue.running_batches == 0 {
+    match queue.phase {
+        Phase::Stopping(StopMode::Cancel) if has_waiting => {
+            return Step::CancelWaiting;
+        }
+        Phase::Stopping(_) if queue.pending.is_empty() && queue.running_batches == 0 => {
             queue.phase = Phase::Stopped;
             return Step::Exit;
         }
+        _ => {}
     }
+    let draining = matches!(queue.phase, Phase::Stopping(StopMode::Drain));
     let Some(oldest) = queue.pending.front().map(|item| item.enqueued_at) else {
         return Step::Sleep(None);
     };

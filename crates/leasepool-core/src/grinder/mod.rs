@@ -138,8 +138,7 @@ impl<B: LocalBackend> GrinderBuilder<B> {
                 lease,
                 owner_prefix: self.owner_prefix,
                 queue: Mutex::new(Queue::default()),
-                wake: Event::new(),
-                kicked: AtomicBool::new(false),
+                signal: Arc::new(Signal::default()),
                 stopped: Event::new(),
             }),
         })
@@ -221,10 +220,26 @@ pub(crate) struct GrinderInner<B: ExecutorBackend> {
     owner_prefix: String,
     queue: Mutex<Queue>,
     /// Wakes the dispatcher.
-    wake: Event,
-    kicked: AtomicBool,
+    /// Wakes the dispatcher; shared with it so it can sleep without keeping
+    /// the grinder alive.
+    signal: Arc<Signal>,
     /// Notified when the grinder reaches `Stopped`.
     stopped: Event,
+}
+
+/// How the dispatcher is woken: an event plus a flag read after listening,
+/// so no kick is lost.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    pub(super) wake: Event,
+    pub(super) kicked: AtomicBool,
+}
+
+impl Signal {
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.wake.notify(usize::MAX);
+    }
 }
 
 impl<B: ExecutorBackend> WorkGrinder<B> {
@@ -335,8 +350,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
     }
 
     fn kick(&self) {
-        self.kicked.store(true, Ordering::Release);
-        self.wake.notify(usize::MAX);
+        self.signal.kick();
     }
 
     fn stats(&self) -> GrinderStats {
@@ -355,6 +369,12 @@ impl<B: ExecutorBackend> GrinderInner<B> {
                 .front()
                 .map(|item| now.saturating_duration_since(item.enqueued_at)),
         }
+    }
+
+    /// A batch ended (ran, failed, or was cancelled).
+    fn batch_finished(&self) {
+        self.queue().running_batches -= 1;
+        self.kick();
     }
 
     fn is_stopped(&self) -> bool {
@@ -411,6 +431,19 @@ impl<B: LocalBackend> GrinderInner<B> {
             this.kick();
         }
         Ok(handle)
+    }
+}
+
+impl<B: ExecutorBackend> Drop for GrinderInner<B> {
+    fn drop(&mut self) {
+        // Dropped without stop(): pending items are cancelled (dropping a
+        // task reports it cancelled) and the dispatcher, which holds only a
+        // weak reference, exits at its next wake.
+        let queue = self.queue.get_mut().unwrap_or_else(PoisonError::into_inner);
+        queue.phase = Phase::Stopped;
+        let pending = queue.cancel_all();
+        drop(pending);
+        self.signal.kick();
     }
 }
 

@@ -28,8 +28,6 @@ pub(super) struct Queue {
     pub(super) running_batches: usize,
     next_item: u64,
     next_batch: u64,
-    /// Batches still waiting for a lease, cancelled by `stop(Cancel)`.
-    pub(super) waiting: Vec<super::batch::CancelToken>,
 }
 
 impl Default for Queue {
@@ -40,7 +38,6 @@ impl Default for Queue {
             running_batches: 0,
             next_item: 0,
             next_batch: 0,
-            waiting: Vec::new(),
         }
     }
 }
@@ -74,12 +71,9 @@ impl Queue {
         (self.next_batch, tasks)
     }
 
-    /// `stop(Cancel)`: every pending task, and every batch waiting for a
-    /// lease told to give up.
+    /// `stop(Cancel)`: every pending task. (The dispatcher cancels the
+    /// batches still waiting for a lease.)
     pub(super) fn cancel_all(&mut self) -> Vec<Task> {
-        for token in self.waiting.drain(..) {
-            token.cancel();
-        }
         self.pending.drain(..).map(|item| item.task).collect()
     }
 }

@@ -272,8 +272,8 @@ fn many_threads_submit_blocking_and_every_result_is_their_own() {
         worker.join().unwrap();
     }
     g.stop_blocking(StopMode::Drain);
-    let s = m.stats();
-    assert_eq!(s.leased, 0);
+    // The last batch's lease finishes draining as its puller job returns.
+    eventually("batch leases released", || m.stats().leased == 0);
     m.stop_blocking();
 }
 
