@@ -75,6 +75,17 @@ pub enum Error {
     #[error("the job was cancelled before it started")]
     Cancelled,
 
+    /// `call` named a function that the worker's registry does not hold.
+    #[error(
+        "unknown function {0}: register it with Registry::register in the worker's registry \
+         (the registry must be the same in the parent and its workers)"
+    )]
+    UnknownFunction(String),
+
+    /// An argument or result could not be encoded or decoded.
+    #[error("serialisation failed: {0}")]
+    Serialization(String),
+
     /// The result of this job was already taken from its handle.
     #[error("the job's result was already taken from this handle")]
     ResultTaken,

@@ -70,6 +70,10 @@ impl<T> JobShared<T> {
         self.state.load(Ordering::Acquire) == QUEUED
     }
 
+    pub(crate) fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == RUNNING
+    }
+
     /// `Queued → Running`. False if the job already ended (cancelled).
     pub(crate) fn start(&self) -> bool {
         self.state

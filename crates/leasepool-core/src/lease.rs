@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::config;
+use crate::call::{CallData, CallFn};
 use crate::job::LeaseLink;
 use crate::manager::{Inner, PoolRef, weak_sink};
 use crate::state::{EndCell, Grant};
@@ -42,17 +43,32 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
             .ok_or_else(|| self.expired())
     }
 
+    fn link(&self) -> LeaseLink {
+        LeaseLink {
+            sink: weak_sink(&self.inner),
+            key: self.key,
+        }
+    }
+
     fn submit<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
         let pool = self.begin_job()?;
-        let link = LeaseLink {
-            sink: weak_sink(&self.inner),
-            key: self.key,
-        };
-        let (task, handle) = Task::with_link(f, Some(link));
+        let (task, handle) = Task::with_link(f, Some(self.link()));
+        pool.execute(task);
+        Ok(handle)
+    }
+
+    fn submit_call<F, A, R>(&self, f: F, argument: A) -> Result<JobHandle<R>, Error>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let pool = self.begin_job()?;
+        let (task, handle) = Task::with_call(f, argument, Some(self.link()));
         pool.execute(task);
         Ok(handle)
     }
@@ -208,6 +224,34 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
         }
     }
 
+    /// Runs the plain function `f` on `argument` on the leased pool and
+    /// waits for the result. Works on every backend: in-process backends
+    /// call `f(argument)` directly; the process backend sends `f`'s name and
+    /// the encoded argument to a worker process, which must have `f` in its
+    /// registry. Several arguments go in a tuple.
+    ///
+    /// `f` must be a function item (`count_primes`, not a closure or a
+    /// function-pointer variable): its type is its identity.
+    pub fn call<F, A, R>(&self, f: F, argument: A) -> Run<R>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let handle = self.handle.clone();
+        Run::on_first_poll(Box::new(move || handle.submit_call(f, argument)))
+    }
+
+    /// [`call`](Self::call), returning the job's handle at once.
+    pub fn submit_call<F, A, R>(&self, f: F, argument: A) -> Result<JobHandle<R>, Error>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        self.handle.submit_call(f, argument)
+    }
+
     /// Releases the lease. Jobs still queued or running keep the pool until
     /// they end (draining). Same as dropping the lease.
     pub async fn release(self) {
@@ -281,6 +325,27 @@ impl<B: ExecutorBackend> LeasedExecutor<B> {
     /// Why the lease no longer accepts work, or `None` while it does.
     pub fn ended(&self) -> Option<LeaseEnd> {
         self.handle.end.get()
+    }
+
+    /// Runs `f(argument)` on the leased pool; see [`ExecutorLease::call`].
+    pub fn call<F, A, R>(&self, f: F, argument: A) -> Run<R>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let handle = self.handle.clone();
+        Run::on_first_poll(Box::new(move || handle.submit_call(f, argument)))
+    }
+
+    /// [`call`](Self::call), returning the job's handle at once.
+    pub fn submit_call<F, A, R>(&self, f: F, argument: A) -> Result<JobHandle<R>, Error>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        self.handle.submit_call(f, argument)
     }
 }
 

@@ -25,6 +25,7 @@
 mod acquire;
 mod backend;
 mod builder;
+mod call;
 mod checker;
 mod config;
 #[cfg(feature = "conformance")]
@@ -45,6 +46,7 @@ pub use backend::{
     BackendPool, BrokenSignal, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard,
 };
 pub use builder::ManagerBuilder;
+pub use call::{CallData, CallFn, RemoteCall, function_name};
 pub use config::ManagerConfig;
 pub use error::{Error, LeaseEnd, panic_message};
 pub use grinder::{GrinderBuilder, GrinderStats, StopMode, WorkGrinder};

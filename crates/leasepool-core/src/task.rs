@@ -4,7 +4,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use std::any::type_name;
+
 use crate::Error;
+use crate::call::{CallData, CallFn, RemoteCall};
 use crate::error::panic_message;
 use crate::job::{JobHandle, JobShared, LeaseLink};
 
@@ -75,12 +78,48 @@ impl Task {
     pub fn is_cancelled(&self) -> bool {
         self.inner.is_cancelled()
     }
+
+    /// For backends that run jobs out of process: the job as a function
+    /// name and a serialisable argument, if it was submitted with `call`.
+    /// A closure job (from `submit` or `run`) comes back as `Err(self)`;
+    /// such a backend fails it with [`Error::UnsupportedBackend`].
+    pub fn into_remote(self) -> Result<RemoteCall, Task> {
+        self.inner.into_remote().map_err(|inner| Task { inner })
+    }
+
+    /// A `call` task for `f(argument)` that counts against no lease, with
+    /// its handle: for testing a backend on its own.
+    pub fn call<F, A, R>(f: F, argument: A) -> (Task, JobHandle<R>)
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        Self::with_call(f, argument, None)
+    }
+
+    pub(crate) fn with_call<F, A, R>(f: F, argument: A, lease: Option<LeaseLink>) -> (Task, JobHandle<R>)
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let shared = JobShared::new(lease);
+        let task = Task {
+            inner: Box::new(CallTask {
+                call: Some((f, argument)),
+                shared: shared.clone(),
+            }),
+        };
+        (task, JobHandle::new(shared))
+    }
 }
 
 trait Runnable: Send {
     fn run(self: Box<Self>);
     fn fail(self: Box<Self>, error: Error);
     fn is_cancelled(&self) -> bool;
+    fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>>;
 }
 
 struct ClosureTask<F, T> {
@@ -111,11 +150,62 @@ where
     fn is_cancelled(&self) -> bool {
         !self.shared.is_queued()
     }
+
+    fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>> {
+        Err(self)
+    }
 }
 
 impl<F, T> Drop for ClosureTask<F, T> {
     fn drop(&mut self) {
         if self.f.take().is_some() {
+            self.shared.end_unstarted(Error::Cancelled);
+        }
+    }
+}
+
+/// A `call` job: runs `f(argument)` here, or travels as a [`RemoteCall`].
+struct CallTask<F, A, R> {
+    call: Option<(F, A)>,
+    shared: Arc<JobShared<R>>,
+}
+
+impl<F, A, R> Runnable for CallTask<F, A, R>
+where
+    F: CallFn<A, R>,
+    A: CallData,
+    R: CallData,
+{
+    fn run(mut self: Box<Self>) {
+        let Some((f, argument)) = self.call.take() else { return };
+        if !self.shared.start() {
+            return;
+        }
+        let result = catch_unwind(AssertUnwindSafe(move || f(argument)))
+            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())));
+        self.shared.finish(result);
+    }
+
+    fn fail(mut self: Box<Self>, error: Error) {
+        self.call = None;
+        self.shared.end_unstarted(error);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        !self.shared.is_queued()
+    }
+
+    fn into_remote(mut self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>> {
+        let Some((_, argument)) = self.call.take() else {
+            return Err(self);
+        };
+        Ok(RemoteCall::new(type_name::<F>(), argument, self.shared.clone()))
+    }
+}
+
+impl<F, A, R> Drop for CallTask<F, A, R> {
+    fn drop(&mut self) {
+        if self.call.take().is_some() {
             self.shared.end_unstarted(Error::Cancelled);
         }
     }

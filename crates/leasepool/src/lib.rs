@@ -92,9 +92,9 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub use leasepool_core::{
-    BackendPool, BrokenSignal, Error, ExecutorBackend, GrinderStats, JobHandle, LeaseEnd, LeaseId,
-    LeaseStats, LocalBackend, ManagerConfig, ManagerStats, PoolContext, Run, ShutdownReport,
-    StopMode, Task, WorkerGuard, panic_message,
+    BackendPool, BrokenSignal, CallData, CallFn, Error, ExecutorBackend, GrinderStats, JobHandle,
+    LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig, ManagerStats, PoolContext,
+    RemoteCall, Run, ShutdownReport, StopMode, Task, WorkerGuard, function_name, panic_message,
 };
 
 #[cfg(feature = "thread")]

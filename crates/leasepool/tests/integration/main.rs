@@ -7,6 +7,7 @@ mod common;
 
 mod acquire;
 mod broken;
+mod call;
 mod cancellation;
 mod config;
 mod draining;

@@ -1,0 +1,164 @@
+//! `call`: a plain function with a serialisable argument and result.
+//!
+//! A closure cannot cross a process boundary, but a function item with a
+//! serde-serialisable argument and result can: the process backend sends
+//! the function's name and the encoded argument to a worker process, which
+//! looks the function up in its registry. `call` works on every backend, so
+//! code can switch backends: in-process backends simply run `f(arg)`.
+//!
+//! A function is identified by its type name (`std::any::type_name::<F>()`,
+//! e.g. `my_app::count_primes`): every function item has a unique type, so
+//! the name is stable across processes built from the same source, and no
+//! function address is ever sent.
+
+use std::any::type_name;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::job::JobShared;
+
+/// What `call` accepts as a function: a plain function item taking one
+/// argument (several arguments go in a tuple).
+pub trait CallFn<A, R>: Fn(A) -> R + Copy + Send + Sync + 'static {}
+
+impl<F, A, R> CallFn<A, R> for F where F: Fn(A) -> R + Copy + Send + Sync + 'static {}
+
+/// What `call` accepts as an argument or result: serialisable both ways.
+pub trait CallData: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T> CallData for T where T: Serialize + DeserializeOwned + Send + 'static {}
+
+/// The name a function is registered and called under.
+pub fn function_name<F, A, R>(_f: F) -> &'static str
+where
+    F: CallFn<A, R>,
+{
+    type_name::<F>()
+}
+
+/// A `call` job in the form a process backend sends it: the function's
+/// name, the argument to encode, and where the encoded result goes.
+///
+/// Ends exactly once: [`deliver`](Self::deliver) a result,
+/// [`fail`](Self::fail) it, or drop it (its caller gets
+/// [`Error::Cancelled`]).
+pub struct RemoteCall {
+    function: &'static str,
+    argument: Box<dyn erased_serde::Serialize + Send>,
+    reply: Box<dyn Reply>,
+}
+
+impl fmt::Debug for RemoteCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteCall")
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteCall {
+    pub(crate) fn new<A, R>(function: &'static str, argument: A, shared: Arc<JobShared<R>>) -> Self
+    where
+        A: CallData,
+        R: CallData,
+    {
+        RemoteCall {
+            function,
+            argument: Box::new(argument),
+            reply: Box::new(TypedReply {
+                shared,
+                ended: false,
+            }),
+        }
+    }
+
+    /// The function's registered name.
+    pub fn function(&self) -> &'static str {
+        self.function
+    }
+
+    /// The argument, to serialise with the backend's format
+    /// (`erased_serde::serialize(call.argument(), serializer)`).
+    pub fn argument(&self) -> &(dyn erased_serde::Serialize + Send) {
+        &*self.argument
+    }
+
+    /// Marks the job as running. False if its caller cancelled it while it
+    /// was queued: drop it instead of sending it.
+    pub fn start(&self) -> bool {
+        self.reply.start()
+    }
+
+    /// True if the caller cancelled the job before it started.
+    pub fn is_cancelled(&self) -> bool {
+        self.reply.is_cancelled()
+    }
+
+    /// Decodes the result from `deserializer` and hands it to the caller
+    /// (a decoding failure becomes [`Error::Serialization`]).
+    pub fn deliver(mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
+        self.reply.deliver(deserializer);
+    }
+
+    /// Ends the job with `error` (for example [`Error::Panicked`] from the
+    /// worker, or [`Error::Broken`] when the worker died).
+    pub fn fail(mut self, error: Error) {
+        self.reply.fail(error);
+    }
+}
+
+/// The typed end of a remote call, behind a trait object so `RemoteCall`
+/// carries no type parameters.
+trait Reply: Send {
+    fn start(&self) -> bool;
+    fn is_cancelled(&self) -> bool;
+    fn deliver(&mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>);
+    fn fail(&mut self, error: Error);
+}
+
+struct TypedReply<R> {
+    shared: Arc<JobShared<R>>,
+    ended: bool,
+}
+
+impl<R: CallData> Reply for TypedReply<R> {
+    fn start(&self) -> bool {
+        self.shared.start()
+    }
+
+    fn is_cancelled(&self) -> bool {
+        !self.shared.is_queued() && !self.shared.is_running()
+    }
+
+    fn deliver(&mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
+        self.ended = true;
+        let result = erased_serde::deserialize::<R>(deserializer).map_err(|e| {
+            Error::Serialization(format!("cannot decode the result as {}: {e}", type_name::<R>()))
+        });
+        // Delivering without `start` is allowed: start now (a cancelled
+        // job stays cancelled).
+        if self.shared.is_queued() && !self.shared.start() {
+            return;
+        }
+        self.shared.finish(result);
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.ended = true;
+        if !self.shared.end_unstarted(error.clone()) && self.shared.is_running() {
+            self.shared.finish(Err(error));
+        }
+    }
+}
+
+impl<R> Drop for TypedReply<R> {
+    fn drop(&mut self) {
+        if !self.ended && !self.shared.end_unstarted(Error::Cancelled) && self.shared.is_running() {
+            self.shared.finish(Err(Error::Cancelled));
+        }
+    }
+}
