@@ -116,7 +116,7 @@ impl ExecutorBackend for Remote {
                 match encoded.and_then(|bytes| serve(call.function(), &bytes)) {
                     Ok(reply) => {
                         let mut de = postcard::Deserializer::from_bytes(&reply);
-                        call.deliver(&mut <dyn erased_serde::Deserializer>::erase(&mut de));
+                        call.deliver(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut de));
                     }
                     Err(error) => call.fail(error),
                 }
