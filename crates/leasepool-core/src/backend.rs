@@ -151,6 +151,13 @@ pub trait BackendPool: Send + Sync + 'static {
     /// finish, let workers exit. Returns at once; may be called repeatedly
     /// and from the pool's own workers.
     fn shutdown(&self);
+
+    /// Called just before [`shutdown`](Self::shutdown)
+    /// when the pool's lease was revoked at hard expiry. A backend that can
+    /// stop running work for real (the process backend kills its workers
+    /// when asked to) does it here; the default does nothing more than the
+    /// `shutdown` that follows. Must not block.
+    fn revoke(&self) {}
 }
 
 /// Marker for backends whose pools run closures in this process (thread,

@@ -137,7 +137,10 @@ impl<R: CallData> Reply for TypedReply<R> {
     fn deliver(&mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
         self.ended = true;
         let result = erased_serde::deserialize::<R>(deserializer).map_err(|e| {
-            Error::Serialization(format!("cannot decode the result as {}: {e}", type_name::<R>()))
+            Error::Serialization(format!(
+                "cannot decode the result as {}: {e}",
+                type_name::<R>()
+            ))
         });
         // Delivering without `start` is allowed: start now (a cancelled
         // job stays cancelled).

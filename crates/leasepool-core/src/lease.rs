@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::config;
 use crate::call::{CallData, CallFn};
+use crate::config;
 use crate::job::LeaseLink;
 use crate::manager::{Inner, PoolRef, weak_sink};
 use crate::state::{EndCell, Grant};

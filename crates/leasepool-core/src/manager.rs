@@ -348,6 +348,9 @@ impl<B: ExecutorBackend> Inner<B> {
         for note in &fx.notes {
             log_note(self.backend.name(), note);
         }
+        for pool in fx.revoked {
+            pool.revoke();
+        }
         for pool in fx.shutdown {
             pool.shutdown();
         }

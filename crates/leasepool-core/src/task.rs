@@ -98,7 +98,11 @@ impl Task {
         Self::with_call(f, argument, None)
     }
 
-    pub(crate) fn with_call<F, A, R>(f: F, argument: A, lease: Option<LeaseLink>) -> (Task, JobHandle<R>)
+    pub(crate) fn with_call<F, A, R>(
+        f: F,
+        argument: A,
+        lease: Option<LeaseLink>,
+    ) -> (Task, JobHandle<R>)
     where
         F: CallFn<A, R>,
         A: CallData,
@@ -177,7 +181,9 @@ where
     R: CallData,
 {
     fn run(mut self: Box<Self>) {
-        let Some((f, argument)) = self.call.take() else { return };
+        let Some((f, argument)) = self.call.take() else {
+            return;
+        };
         if !self.shared.start() {
             return;
         }
@@ -199,7 +205,11 @@ where
         let Some((_, argument)) = self.call.take() else {
             return Err(self);
         };
-        Ok(RemoteCall::new(type_name::<F>(), argument, self.shared.clone()))
+        Ok(RemoteCall::new(
+            type_name::<F>(),
+            argument,
+            self.shared.clone(),
+        ))
     }
 }
 

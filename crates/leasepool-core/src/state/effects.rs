@@ -15,6 +15,9 @@ use crate::{Error, LeaseId};
 pub(crate) struct Effects<P, S> {
     /// Pools to shut down (never recycled).
     pub(crate) shutdown: Vec<P>,
+    /// Of `shutdown`, the pools revoked at hard expiry (a backend may stop
+    /// their running work harder, e.g. kill worker processes).
+    pub(crate) revoked: Vec<P>,
     /// Waiters to wake: each has a resolution parked for it.
     pub(crate) wake: Vec<S>,
     /// The checker must run a pass soon (new deadline, capacity to create).
@@ -29,6 +32,7 @@ impl<P, S> Default for Effects<P, S> {
     fn default() -> Self {
         Effects {
             shutdown: Vec::new(),
+            revoked: Vec::new(),
             wake: Vec::new(),
             wake_checker: false,
             notes: Vec::new(),

@@ -688,6 +688,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             owner: record.owner.clone(),
             pool: record.pool.seq,
         });
+        fx.revoked.push(record.pool.pool.clone());
         fx.shutdown.push(record.pool.pool);
         self.request_capacity(fx);
     }
