@@ -584,14 +584,16 @@ impl<B: ExecutorBackend> Inner<B> {
             }
             fx.shutdown.append(&mut core.deferred);
             core.state.set_desired(desired);
+            // Plan before the tick: a waiter a new pool will serve is then
+            // not timed out in the very pass that creates its pool.
+            let creations = match core.state.creation_held_until(now) {
+                Some(_) => Vec::new(), // the tick's deadline wakes us when it ends
+                None => core.state.plan_creations(),
+            };
             let deadline = core.state.tick(now, self.config.check_interval, &mut fx);
             if core.state.shutdown_due(now) {
                 fx.shutdown_ready = true;
             }
-            let creations = match core.state.creation_held_until(now) {
-                Some(_) => Vec::new(), // the deadline above wakes us when it ends
-                None => core.state.plan_creations(),
-            };
             (deadline, creations, core.live.clone())
         };
         self.apply(fx);

@@ -858,11 +858,8 @@ impl<P: Clone, S> LeaseState<P, S> {
     ) -> Instant {
         if matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
             self.revoke_expired(now, fx);
-            // Waiters that a pool being (or about to be) created will serve
-            // wait for it: they are first in line for pools that do not
-            // depend on anyone releasing a lease.
-            let served_by_creation = self.limits.max_pools.saturating_sub(self.total());
-            for waiter in self.waiters.take_timed_out(now, served_by_creation) {
+            let spared = self.spared_waiters();
+            for waiter in self.waiters.take_timed_out(now, spared) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
                 fx.notes.push(Note::WaiterTimedOut { waited: timeout });
                 fx.wake.push(
@@ -892,6 +889,19 @@ impl<P: Clone, S> LeaseState<P, S> {
         next
     }
 
+    /// How many of the oldest waiters a timeout must not fail yet: those a
+    /// pool already being created will serve (the oldest waiters get new
+    /// pools first). The checker plans its creations before it ticks, so a
+    /// waiter that can be served by a new pool is covered in the same pass;
+    /// while the back-off holds creation back, nothing is in flight and
+    /// timeouts apply.
+    fn spared_waiters(&self) -> usize {
+        self.limits
+            .max_pools
+            .saturating_sub(self.total())
+            .min(self.creating)
+    }
+
     /// The earliest moment something time-based happens, capped at
     /// `now + interval`.
     fn next_deadline(&self, now: Instant, interval: Duration) -> Instant {
@@ -902,16 +912,19 @@ impl<P: Clone, S> LeaseState<P, S> {
                 next = next.min(record.soft);
             }
         }
-        if let Some(at) = self.waiters.earliest_deadline() {
+        // Only deadlines still ahead: a spared waiter's passed deadline is
+        // looked at again when its creation ends or the back-off does, and
+        // a passed shutdown deadline is the waiting `shutdown()`'s business.
+        if let Some(at) = self.waiters.earliest_deadline(self.spared_waiters()) {
             next = next.min(at);
         }
         if let Some(at) = self.backoff.held_until(now) {
             next = next.min(at);
         }
-        if let Some(at) = self.shutdown_deadline {
+        if let Some(at) = self.shutdown_deadline.filter(|at| *at > now) {
             next = next.min(at);
         }
-        next
+        next.max(now)
     }
 
     /// True if `at` comes before the checker's next scheduled pass.

@@ -133,9 +133,11 @@ impl<S> WaitQueue<S> {
         }
     }
 
-    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+    /// The earliest deadline among the waiters after the `skip` oldest.
+    pub(crate) fn earliest_deadline(&self, skip: usize) -> Option<Instant> {
         self.queue
             .iter()
+            .skip(skip)
             .filter_map(|w| w.deadline.map(|(at, _)| at))
             .min()
     }
