@@ -3,11 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use leasepool_core::{Error, ExecutorBackend, LocalBackend, ManagerConfig, PoolContext};
+use leasepool_core::{
+    Error, ExecutorBackend, LocalBackend, ManagerConfig, PoolContext, WorkerInitializer,
+};
 
 use crate::pool::RayonPool;
 
-type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 type Handler = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// Runs each pool as a [`rayon_core::ThreadPool`].
@@ -24,7 +25,7 @@ type Handler = Arc<dyn Fn(usize) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct RayonBackend {
     pub(crate) stack_size: Option<usize>,
-    pub(crate) initializer: Option<Initializer>,
+    pub(crate) initializer: Option<WorkerInitializer>,
     pub(crate) start_handler: Option<Handler>,
     pub(crate) exit_handler: Option<Handler>,
 }
@@ -60,7 +61,7 @@ impl RayonBackend {
         F: Fn() -> Result<(), E> + Send + Sync + 'static,
         E: fmt::Display,
     {
-        self.initializer = Some(Arc::new(move || init().map_err(|e| e.to_string())));
+        self.initializer = Some(WorkerInitializer::new(init));
         self
     }
 

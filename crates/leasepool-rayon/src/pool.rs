@@ -1,13 +1,13 @@
 //! `RayonPool`: one `rayon_core::ThreadPool` and its shutdown state.
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use leasepool_core::{
-    BackendPool, BrokenSignal, Error, PoolContext, Task, WorkerGuard, panic_message,
+    BackendPool, BrokenSignal, Error, PoolContext, Task, WorkerGuard, WorkerInitializer,
+    panic_message,
 };
 use rayon_core::{ThreadPool, ThreadPoolBuilder};
 
@@ -79,7 +79,7 @@ impl RayonPool {
                 handler(index);
             }
             if let Some(init) = &init {
-                initialize(init.as_ref(), &start_shared, &broken);
+                initialize(init, &start_shared, &broken);
             }
         });
         let exit = backend.exit_handler.clone();
@@ -104,21 +104,11 @@ impl RayonPool {
     }
 }
 
-fn initialize(
-    init: &(dyn Fn() -> Result<(), String> + Send + Sync),
-    shared: &Shared,
-    broken: &BrokenSignal,
-) {
-    let reason = match catch_unwind(AssertUnwindSafe(init)) {
-        Ok(Ok(())) => return,
-        Ok(Err(message)) => format!("a worker initializer failed: {message}"),
-        Err(payload) => format!(
-            "a worker initializer panicked: {}",
-            panic_message(payload.as_ref())
-        ),
-    };
-    if shared.broken.set(reason.clone()).is_ok() {
-        broken.report(&reason);
+fn initialize(init: &WorkerInitializer, shared: &Shared, broken: &BrokenSignal) {
+    if let Err(reason) = init.run() {
+        if shared.broken.set(reason.clone()).is_ok() {
+            broken.report(&reason);
+        }
     }
 }
 

@@ -1,15 +1,10 @@
 //! `ThreadBackend`: options, and pool creation.
 
 use std::fmt;
-use std::sync::Arc;
 
-use leasepool_core::{Error, ExecutorBackend, LocalBackend, PoolContext};
+use leasepool_core::{Error, ExecutorBackend, LocalBackend, PoolContext, WorkerInitializer};
 
 use crate::pool::ThreadPool;
-
-/// A worker initializer: runs once on each new worker thread before it
-/// takes jobs. An `Err` (or a panic) breaks the pool.
-pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Runs each pool as a fixed set of OS threads.
 ///
@@ -27,7 +22,7 @@ pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct ThreadBackend {
     pub(crate) stack_size: Option<usize>,
-    pub(crate) initializer: Option<Initializer>,
+    pub(crate) initializer: Option<WorkerInitializer>,
 }
 
 impl fmt::Debug for ThreadBackend {
@@ -60,7 +55,7 @@ impl ThreadBackend {
         F: Fn() -> Result<(), E> + Send + Sync + 'static,
         E: fmt::Display,
     {
-        self.initializer = Some(Arc::new(move || init().map_err(|e| e.to_string())));
+        self.initializer = Some(WorkerInitializer::new(init));
         self
     }
 }

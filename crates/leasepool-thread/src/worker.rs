@@ -1,19 +1,17 @@
 //! The loop each worker thread runs.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
-use leasepool_core::{BrokenSignal, Task, WorkerGuard, panic_message};
+use leasepool_core::{BrokenSignal, Task, WorkerGuard, WorkerInitializer};
 
-use crate::backend::Initializer;
 use crate::pool::PoolShared;
 
 pub(crate) struct Worker {
     pub(crate) receiver: Receiver<Task>,
     pub(crate) shared: Arc<PoolShared>,
-    pub(crate) initializer: Option<Initializer>,
+    pub(crate) initializer: Option<WorkerInitializer>,
     pub(crate) broken: BrokenSignal,
     pub(crate) guard: WorkerGuard,
 }
@@ -48,18 +46,9 @@ impl Worker {
 
     /// Runs the initializer; breaks the pool if it fails.
     fn initialize(&self) {
-        let Some(init) = &self.initializer else {
-            return;
-        };
-        let reason = match catch_unwind(AssertUnwindSafe(|| init())) {
-            Ok(Ok(())) => return,
-            Ok(Err(message)) => format!("a worker initializer failed: {message}"),
-            Err(payload) => format!(
-                "a worker initializer panicked: {}",
-                panic_message(payload.as_ref())
-            ),
-        };
-        self.break_pool(reason);
+        if let Some(Err(reason)) = self.initializer.as_ref().map(WorkerInitializer::run) {
+            self.break_pool(reason);
+        }
     }
 
     fn break_pool(&self, reason: String) {
