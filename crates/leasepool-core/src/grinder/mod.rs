@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
+use crate::call::{CallData, CallFn};
 use crate::config;
 use crate::job::{JobSink, LeaseLink};
 use crate::lease::Run;
@@ -333,6 +334,31 @@ impl<B: LocalBackend> WorkGrinder<B> {
         Run::on_first_poll(Box::new(move || GrinderInner::enqueue(&inner, f)))
     }
 
+    /// Queues the plain function call `f(argument)` (the `call` form, see
+    /// [`ExecutorLease::call`](crate::ExecutorLease::call)) and returns its
+    /// handle at once.
+    pub fn enqueue_call<F, A, R>(&self, f: F, argument: A) -> Result<JobHandle<R>, Error>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        GrinderInner::enqueue_task(&self.inner, |link| Task::with_call(f, argument, Some(link)))
+    }
+
+    /// Queues `f(argument)` when first polled and waits for its result.
+    pub fn submit_call<F, A, R>(&self, f: F, argument: A) -> Run<R>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let inner = self.inner.clone();
+        Run::on_first_poll(Box::new(move || {
+            GrinderInner::enqueue_task(&inner, |link| Task::with_call(f, argument, Some(link)))
+        }))
+    }
+
     /// Queues `f` and blocks the current thread until its result arrives.
     /// Do not call this from async code: use [`submit`](Self::submit).
     pub fn submit_blocking<F, T>(&self, f: F) -> Result<T, Error>
@@ -414,6 +440,15 @@ impl<B: LocalBackend> GrinderInner<B> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        Self::enqueue_task(this, |link| Task::with_link(f, Some(link)))
+    }
+
+    /// Queues the task `make` builds around the grinder's link for the new
+    /// item (so a cancelled item leaves the queue at once).
+    fn enqueue_task<T>(
+        this: &Arc<Self>,
+        make: impl FnOnce(LeaseLink) -> (Task, JobHandle<T>),
+    ) -> Result<JobHandle<T>, Error> {
         let mut queue = this.queue();
         if queue.phase != Phase::Running {
             return Err(Error::NotStarted);
@@ -421,7 +456,7 @@ impl<B: LocalBackend> GrinderInner<B> {
         let id = queue.next_item_id();
         let weak: Weak<GrinderInner<B>> = Arc::downgrade(this);
         let sink: Weak<dyn JobSink> = weak;
-        let (task, handle) = Task::with_link(f, Some(LeaseLink { sink, key: id }));
+        let (task, handle) = make(LeaseLink { sink, key: id });
         queue.push(id, Instant::now(), task);
         let due = queue.pending.len() >= this.batch_size_threshold || queue.pending.len() == 1;
         drop(queue);

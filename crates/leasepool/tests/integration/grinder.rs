@@ -346,3 +346,22 @@ fn a_lease_revoked_mid_batch_gives_the_rest_an_error_and_the_run_items_their_res
     g.stop_blocking(StopMode::Drain);
     m.stop_blocking();
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[test]
+fn the_call_form_goes_through_the_grinder_too() {
+    let m = started_manager("gr-call", 1, 2);
+    let g = grinder(&m, 4, Duration::from_millis(10));
+    let handles: Vec<_> = (0..4u64)
+        .map(|x| g.enqueue_call(square, x).unwrap())
+        .collect();
+    for (x, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.wait(), Ok((x * x) as u64));
+    }
+    assert_eq!(block_on(g.submit_call(square, 12)), Ok(144));
+    g.stop_blocking(StopMode::Drain);
+    m.stop_blocking();
+}
