@@ -584,8 +584,10 @@ impl<B: ExecutorBackend> Inner<B> {
             }
             fx.shutdown.append(&mut core.deferred);
             core.state.set_desired(desired);
-            // Plan before the tick: a waiter a new pool will serve is then
-            // not timed out in the very pass that creates its pool.
+            // Revoke, then plan, then tick: the room an expired lease frees
+            // counts, and a waiter a new pool will serve is not timed out
+            // in the very pass that creates its pool.
+            core.state.revoke_expired(now, &mut fx);
             let creations = match core.state.creation_held_until(now) {
                 Some(_) => Vec::new(), // the tick's deadline wakes us when it ends
                 None => core.state.plan_creations(),

@@ -290,6 +290,19 @@ impl H {
         (seqs, all)
     }
 
+    /// One checker pass as the manager runs it: plans the creations needed
+    /// now (none while the back-off holds them back), then ticks. Returns
+    /// the planned seqs, when the next pass is due, and the tick's effects.
+    fn pass(&mut self, t: u64) -> (Vec<u64>, Instant, Fx) {
+        let seqs = if self.s.creation_held_until(self.at(t)).is_some() {
+            Vec::new()
+        } else {
+            self.plan()
+        };
+        let (next, fx) = self.tick(t);
+        (seqs, next, fx)
+    }
+
     fn broken(&mut self, seq: u64) -> Fx {
         let mut fx = Fx::default();
         self.s.pool_broken(seq, "worker died", &mut fx);
@@ -1688,57 +1701,102 @@ fn zero_timeout_with_room_is_served_by_the_pool_created_for_it() {
         panic!("a pool can be created: expected to be queued, got {result:?}");
     };
     assert!(fx.wake_checker);
-    // One checker pass, as the manager runs it: tick, then plan and create.
-    let (_, ticked) = h.tick(10);
-    assert!(ticked.wake.is_empty(), "the waiter is not timed out");
-    assert_eq!(h.s.waiting(), 1);
-    let (seqs, created) = h.create_all(10);
+    // One checker pass, as the manager runs it: plan, then tick; the pool
+    // planned for the waiter spares it.
+    let (seqs, _, ticked) = h.pass(10);
     assert_eq!(seqs, vec![2]);
+    assert!(ticked.wake.is_empty(), "the waiter is not timed out");
+    assert!(ticked.notes.is_empty());
+    assert_eq!(h.s.waiting(), 1);
+    let created = h.created(2, 10);
     assert_eq!(created.wake, vec![w]);
     let g = h.granted(w);
     assert_eq!(h.pool_of(g.key), 2);
 }
 
 #[test]
-fn tick_times_out_only_waiters_no_creation_will_serve() {
-    let mut h = H::started(1, 3, 1);
-    let _a = h.lease_with_long_terms(0);
-    // Room for two more pools: the two oldest waiters will get them.
-    let w1 = h.queue_with(0, true, Some(10));
-    let w2 = h.queue_with(0, true, Some(10));
-    let w3 = h.queue_with(0, true, Some(10));
-    let w4 = h.queue_with(0, true, Some(30));
-    let (_, fx) = h.tick(20);
+fn tick_times_out_only_waiters_no_creation_in_flight_will_serve() {
+    /// One leased pool, room for two more, and four waiters: three with
+    /// deadline 10, one with deadline 30.
+    fn setup() -> (H, [u64; 4]) {
+        let mut h = H::started(1, 3, 1);
+        let _a = h.lease_with_long_terms(0);
+        let w1 = h.queue_with(0, true, Some(10));
+        let w2 = h.queue_with(0, true, Some(10));
+        let w3 = h.queue_with(0, true, Some(10));
+        let w4 = h.queue_with(0, true, Some(30));
+        (h, [w1, w2, w3, w4])
+    }
+
+    // A checker pass plans the two pools the room allows; the two oldest
+    // waiters will get them and are spared.
+    let (mut h, [w1, w2, w3, w4]) = setup();
+    let (seqs, next, fx) = h.pass(20);
+    assert_eq!(seqs, vec![2, 3]);
     assert_eq!(fx.wake, vec![w3]);
     assert_eq!(fx.notes, vec![Note::WaiterTimedOut { waited: ms(10) }]);
     assert_eq!(h.failed(w3), Error::Timeout(ms(10)));
     assert_eq!(h.s.waiting(), 3);
+    assert_eq!(
+        next,
+        h.at(30),
+        "w4's deadline; the spared waiters' passed ones are not looked at"
+    );
 
     // The creations serve w1 and w2 although their deadlines passed.
-    let (seqs, fx) = h.create_all(25);
-    assert_eq!(seqs, vec![2, 3]);
-    assert_eq!(fx.wake, vec![w1, w2]);
+    assert_eq!(h.created(2, 25).wake, vec![w1]);
+    assert_eq!(h.created(3, 25).wake, vec![w2]);
     // No room is left: w4 times out at its deadline.
-    let (_, fx) = h.tick(30);
+    let (seqs, _, fx) = h.pass(30);
+    assert!(seqs.is_empty());
     assert_eq!(fx.wake, vec![w4]);
     assert_eq!(h.failed(w4), Error::Timeout(ms(30)));
+
+    // A tick with no creation in flight spares nobody, room or not.
+    let (mut h, [w1, w2, w3, w4]) = setup();
+    let (_, fx) = h.tick(20);
+    assert_eq!(fx.wake, vec![w1, w2, w3]);
+    for w in [w1, w2, w3] {
+        assert_eq!(h.failed(w), Error::Timeout(ms(10)));
+    }
+    assert_eq!(h.s.waiting(), 1);
+    assert!(h.s.take_resolution(w4).is_none());
+
+    // One creation in flight spares only the oldest waiter.
+    let (mut h, [w1, w2, w3, _w4]) = setup();
+    assert_eq!(h.plan(), vec![2, 3]);
+    h.discarded(3);
+    let (_, fx) = h.tick(20);
+    assert_eq!(fx.wake, vec![w2, w3]);
+    assert_eq!(h.s.waiting(), 2);
+    assert_eq!(h.created(2, 25).wake, vec![w1]);
 }
 
 #[test]
-fn tick_counts_the_room_a_revoked_lease_frees_before_timing_waiters_out() {
+fn room_a_revoked_lease_frees_spares_no_waiter_until_a_creation_is_planned() {
     let mut h = H::started(1, 1, 1);
     let a = h.lease(0); // hard expiry 110
-    let w = h.queue_with(0, true, Some(50));
-    // At 200 the lease is revoked first; the room it frees will serve w.
-    let (_, fx) = h.tick(200);
+    let w1 = h.queue_with(0, true, Some(50));
+    let w2 = h.queue_with(0, true, Some(300));
+    // A pass at 200: nothing can be planned while the lease holds the only
+    // pool; the tick then revokes it, but no creation is in flight for w1,
+    // whose deadline has passed, so it times out.
+    let (seqs, next, fx) = h.pass(200);
+    assert!(seqs.is_empty());
     assert_eq!(fx.shutdown, vec![1]);
-    assert!(fx.wake.is_empty());
     assert_eq!(a.end.get(), Some(LeaseEnd::Expired));
+    assert_eq!(fx.wake, vec![w1]);
+    assert_eq!(h.failed(w1), Error::Timeout(ms(50)));
+    assert!(fx.wake_checker, "the freed room needs a pass to plan it");
+    assert_eq!(next, h.at(300), "w2's deadline");
     assert_eq!(h.s.waiting(), 1);
-    let (seqs, fx) = h.create_all(200);
+    // The next pass plans the pool that serves w2.
+    let (seqs, next, fx) = h.pass(200);
     assert_eq!(seqs, vec![2]);
-    assert_eq!(fx.wake, vec![w]);
-    let _ = h.granted(w);
+    assert!(fx.wake.is_empty());
+    assert_eq!(next, h.at(1200), "w2 is spared: only the interval is left");
+    assert_eq!(h.created(2, 201).wake, vec![w2]);
+    let _ = h.granted(w2);
 }
 
 #[test]
@@ -2201,37 +2259,37 @@ fn renew_works_during_a_graceful_shutdown() {
     assert!(h.shutdown_due(560));
 }
 
-// ----- known bugs (ignored: they fail until the state machine is fixed) ----
+// ----- spared waiters and the next pass ------------------------------------
 
 /// SPEC 5.4: "with a timeout → wait at most that long, then *timeout*".
-/// `tick` spares the oldest `max_pools - total` waiters because a creation
-/// will serve them, but a creation that is discarded (the pool broke before
-/// it was placed) fails nobody and is planned again after the back-off, so
-/// while creations keep breaking (an initializer that always fails) such a
-/// waiter is never timed out, however short its timeout.
+/// `tick` spares a waiter past its deadline only while a creation in flight
+/// will serve it. A creation that is discarded (the pool broke before it was
+/// placed) fails nobody and asks for a replacement, but the break starts the
+/// back-off: the pass it triggers plans nothing, so it times the waiter out
+/// at its deadline even while creations keep breaking (an initializer that
+/// always fails).
 #[test]
-#[ignore = "known bug: a spared waiter never times out while creations keep being discarded"]
-fn bug_spared_waiter_never_times_out_while_creations_are_discarded() {
+fn spared_waiter_times_out_once_no_creation_is_in_flight_for_it() {
     let mut h = H::started(1, 2, 1);
     let _a = h.lease_with_long_terms(0);
     let w = h.queue_with(0, true, Some(10));
-    // The checker, as the manager runs it, for 20 passes: every pool
-    // breaks before it is placed.
+    // The checker, as the manager runs it, for up to 20 passes: every pool
+    // breaks before it is placed, and the discard wakes the checker at once.
     let mut t = 0;
     for _ in 0..20 {
-        h.tick(t);
-        if h.s.creation_held_until(h.at(t)).is_none() {
-            for seq in h.plan() {
-                h.discarded(seq);
-                h.s.record_break(h.at(t));
-            }
+        let (seqs, next, _) = h.pass(t);
+        let mut woken = false;
+        for seq in seqs {
+            woken |= h.discarded(seq).wake_checker;
+            h.s.record_break(h.at(t));
         }
         if h.s.waiting() == 0 {
             break;
         }
-        t = h.s.creation_held_until(h.at(t)).map_or(t + 1, |until| {
-            until.duration_since(h.base).as_millis() as u64
-        });
+        if !woken {
+            assert!(next > h.at(t), "the checker would spin");
+            t = next.duration_since(h.base).as_millis() as u64;
+        }
     }
     let resolution = h.s.take_resolution(w);
     assert!(
@@ -2239,42 +2297,49 @@ fn bug_spared_waiter_never_times_out_while_creations_are_discarded() {
         "a waiter with a 10 ms timeout is still {resolution:?} (queued: {}) after {t} ms",
         h.s.waiting()
     );
+    assert_eq!(t, 10, "timed out at its deadline");
 }
 
-/// The checker sleeps until the instant `tick` returns. A spared waiter
-/// whose deadline has passed keeps that deadline in the result, so while
-/// the back-off holds creations back the checker runs pass after pass
-/// without sleeping (up to 2 s, and again after every discarded creation).
+/// The checker sleeps until the instant `tick` returns, so that instant is
+/// never in the past: a spared waiter's passed deadline is not part of it
+/// (its creation's outcome wakes the checker), and while the back-off holds
+/// creations back the next pass is at the latest when it ends.
 #[test]
-#[ignore = "known bug: tick returns a past instant while the back-off holds a spared waiter's pool"]
-fn bug_tick_schedules_the_next_pass_in_the_past_while_the_back_off_holds() {
+fn tick_never_schedules_the_next_pass_in_the_past_while_the_back_off_holds() {
     let mut h = H::started(1, 2, 1);
     let _a = h.lease_with_long_terms(0);
-    let _w = h.queue_with(0, true, Some(10));
+    let w = h.queue_with(0, true, Some(10));
     assert_eq!(h.plan(), vec![2]);
-    h.discarded(2);
     for t in 0..5 {
         h.s.record_break(h.at(t)); // 80 ms back-off from 4
     }
-    let (next, _) = h.tick(20);
+    // Pool 2 is still being created: w is spared past its deadline.
+    let (next, fx) = h.tick(20);
     assert_eq!(h.s.creation_held_until(h.at(20)), Some(h.at(84)));
-    assert!(
-        next > h.at(20),
-        "the checker would spin: next pass at {:?} before now",
-        h.at(20).duration_since(next)
-    );
+    assert!(fx.wake.is_empty());
+    assert_eq!(h.s.waiting(), 1);
+    assert_eq!(next, h.at(84), "the end of the back-off, not w's deadline");
+
+    // The creation is discarded; the pass it triggers plans nothing during
+    // the back-off and times w out.
+    assert!(h.discarded(2).wake_checker);
+    let (seqs, next, fx) = h.pass(30);
+    assert!(seqs.is_empty());
+    assert_eq!(fx.wake, vec![w]);
+    assert_eq!(h.failed(w), Error::Timeout(ms(10)));
+    assert_eq!(next, h.at(84));
 }
 
-/// During a graceful shutdown `tick` includes the shutdown deadline in its
-/// result even once it has passed, so the checker spins from the deadline
-/// until `stop()` runs; if the `shutdown()` future is dropped after
-/// `begin_shutdown`, nothing ever stops it.
+/// During a graceful shutdown `tick` schedules the next pass for the
+/// shutdown deadline only while it is ahead; once it has passed it is the
+/// waiting `shutdown()`'s business, and the checker does not spin.
 #[test]
-#[ignore = "known bug: tick returns a past instant once the shutdown deadline has passed"]
-fn bug_tick_after_the_shutdown_deadline_schedules_the_next_pass_in_the_past() {
+fn tick_after_the_shutdown_deadline_schedules_the_next_pass_after_now() {
     let mut h = H::started(1, 1, 1);
     let _a = h.lease_with_long_terms(0);
     assert_eq!(h.begin_shutdown(100).0, Some(1));
+    let (next, _) = h.tick(50);
+    assert_eq!(next, h.at(100), "the shutdown deadline");
     let (next, _) = h.tick(200);
     assert!(h.shutdown_due(200));
     assert!(
@@ -2282,6 +2347,7 @@ fn bug_tick_after_the_shutdown_deadline_schedules_the_next_pass_in_the_past() {
         "the checker would spin: next pass at {:?} before now",
         h.at(200).duration_since(next)
     );
+    assert_eq!(next, h.at(1200), "the interval");
 }
 
 // ----- property test --------------------------------------------------------
@@ -2305,7 +2371,7 @@ enum Op {
     JobFinished(Index),
     CancelWaiter(Index),
     TakeResolution(Index),
-    /// One checker pass: optionally a new desired count, then tick and plan.
+    /// One checker pass: optionally a new desired count, then plan and tick.
     CheckerPass(Option<usize>),
     /// A creation (of this run or a stopped one) reports back: created,
     /// failed, or broke before it was placed.
@@ -2457,6 +2523,8 @@ struct Sim {
     // The checker, as the manager runs it.
     checker_pending: bool,
     checker_next: Option<Instant>,
+    /// When the last pass ran.
+    checker_last: Option<Instant>,
     // The replacement back-off, as the manager drives it.
     backoff_streak: u32,
     backoff_last: Option<Instant>,
@@ -2492,6 +2560,7 @@ impl Sim {
             shut: BTreeSet::new(),
             checker_pending: false,
             checker_next: None,
+            checker_last: None,
             backoff_streak: 0,
             backoff_last: None,
             backoff_until: None,
@@ -2801,7 +2870,14 @@ impl Sim {
             .iter()
             .filter_map(|id| self.waiters[id].deadline.map(|(at, _)| at))
             .min();
-        assert_eq!(s.waiters.earliest_deadline(), earliest);
+        assert_eq!(s.waiters.earliest_deadline(0), earliest);
+        let spared = self.m_spared();
+        let earliest_unspared = queued
+            .iter()
+            .skip(spared)
+            .filter_map(|id| self.waiters[id].deadline.map(|(at, _)| at))
+            .min();
+        assert_eq!(s.waiters.earliest_deadline(spared), earliest_unspared);
 
         // Every pool ever created is live in exactly one place or shut down.
         let mut live: Vec<u64> = self.idle.iter().copied().collect();
@@ -2843,7 +2919,7 @@ impl Sim {
             assert_eq!(s.creation_held_until(now), self.held_until(), "back-off");
             // SPEC 5.4: a wait=false caller never waits for a release. It
             // is only ever queued among the waiters the pools that exist or
-            // may be created will serve (those `tick` spares).
+            // may be created will serve.
             let room = self.limits.max_pools.saturating_sub(self.total());
             for (at, id) in queued.iter().enumerate() {
                 assert!(
@@ -2865,9 +2941,15 @@ impl Sim {
             }
         }
         if matches!(self.phase, Phase::Running | Phase::ShuttingDown) && !self.checker_pending {
-            // Every deadline is covered by a scheduled or requested pass.
+            // Every deadline is covered by a scheduled or requested pass,
+            // except those of the waiters the creations in flight will
+            // serve (their outcome wakes the checker) and a shutdown
+            // deadline that had passed at the last pass (the waiting
+            // `shutdown()` stops the manager).
             let next = self.checker_next.expect("a pass was scheduled");
-            for id in &queued {
+            let last = self.checker_last.expect("a pass ran");
+            assert!(next > last, "the checker would spin");
+            for id in queued.iter().skip(spared) {
                 if let Some((at, _)) = self.waiters[id].deadline {
                     assert!(
                         next <= at,
@@ -2882,7 +2964,7 @@ impl Sim {
                     "lease {key}: expiry before the next checker pass"
                 );
             }
-            if let Some(at) = self.shutdown_deadline {
+            if let Some(at) = self.shutdown_deadline.filter(|at| *at > last) {
                 assert!(next <= at, "shutdown deadline before the next checker pass");
             }
         }
@@ -3090,6 +3172,17 @@ impl Sim {
         self.verify();
     }
 
+    /// How many of the oldest queued waiters `tick` spares: those the
+    /// creations in flight will serve.
+    fn m_spared(&self) -> usize {
+        self.limits
+            .max_pools
+            .saturating_sub(self.total())
+            .min(self.in_flight.len())
+    }
+
+    /// One checker pass, as the manager runs it: plan the creations needed
+    /// (none while the back-off holds), then tick.
     fn checker_pass(&mut self, desired: Option<usize>) {
         if !matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
             // The manager's checker does not run while stopped.
@@ -3100,11 +3193,36 @@ impl Sim {
             self.desired = d.clamp(self.limits.min_pools, self.limits.max_pools);
         }
         let now = self.now();
+        // The pass is running (the kicks it takes are consumed by it).
+        self.checker_pending = true;
+
+        let held = self.s.creation_held_until(now);
+        assert_eq!(held, self.held_until());
+        let n = if held.is_some() {
+            0
+        } else {
+            self.m_creations_needed()
+        };
+        // Like the manager: no creations while the back-off holds.
+        let seqs = if held.is_some() {
+            Vec::new()
+        } else {
+            self.s.plan_creations()
+        };
+        let want: Vec<u64> = (self.next_pool..self.next_pool + n as u64).collect();
+        assert_eq!(seqs, want, "plan_creations");
+        self.next_pool += n as u64;
+        self.in_flight.extend(seqs);
+        if held.is_none() {
+            assert_eq!(self.s.creations_needed(), 0);
+        }
+        self.verify();
+
         let mut exp = Expect::default();
         self.m_revoke_expired(&mut exp);
-        // The oldest `max_pools - total` waiters wait for the pools being
-        // or about to be created; the others time out at their deadline.
-        let spared = self.limits.max_pools.saturating_sub(self.total());
+        // The oldest waiters the creations in flight will serve wait for
+        // them; the others time out at their deadline.
+        let spared = self.m_spared();
         for id in self.queued().into_iter().skip(spared) {
             let waiter = self.waiters.get_mut(&id).expect("waiter");
             if let Some((at, timeout)) = waiter.deadline {
@@ -3138,59 +3256,37 @@ impl Sim {
                 want_next = want_next.min(lease.soft);
             }
         }
-        let queued = self.queued();
-        for id in &queued {
-            if let Some((at, _)) = self.waiters[id].deadline {
+        for id in self.queued().into_iter().skip(self.m_spared()) {
+            if let Some((at, _)) = self.waiters[&id].deadline {
                 want_next = want_next.min(at);
             }
         }
         if let Some(until) = self.held_until() {
             want_next = want_next.min(until);
         }
-        if let Some(at) = self.shutdown_deadline {
+        if let Some(at) = self.shutdown_deadline.filter(|at| *at > now) {
             want_next = want_next.min(at);
         }
+        let want_next = want_next.max(now);
 
         let mut fx = Fx::default();
         let next = self.s.tick(now, INTERVAL, &mut fx);
         assert_eq!(next, want_next, "tick: next deadline");
-        // The next pass is in the future unless a spared waiter's deadline
-        // or the shutdown deadline has passed (see the ignored `bug_tick_*`
-        // tests).
-        let past_due = queued
-            .iter()
-            .any(|id| self.waiters[id].deadline.is_some_and(|(at, _)| at <= now))
-            || self.shutdown_deadline.is_some_and(|at| at <= now);
-        assert!(next > now || past_due, "tick: the checker would spin");
-        // The pass is still running (it plans creations next).
-        self.checker_pending = true;
-        self.compare("tick", fx, exp);
-
-        let held = self.s.creation_held_until(now);
-        assert_eq!(held, self.held_until());
-        let n = if held.is_some() {
-            0
-        } else {
-            self.m_creations_needed()
-        };
-        // Like the manager: no creations while the back-off holds.
-        let seqs = if held.is_some() {
-            Vec::new()
-        } else {
-            self.s.plan_creations()
-        };
-        let want: Vec<u64> = (self.next_pool..self.next_pool + n as u64).collect();
-        assert_eq!(seqs, want, "plan_creations");
-        self.next_pool += n as u64;
-        self.in_flight.extend(seqs);
-        // The pass performed everything the state asked of it; it sleeps
-        // until `next` unless woken.
+        assert!(next > now, "tick: the checker would spin");
+        // The pass is over: it sleeps until `next` unless the tick woke the
+        // checker (a revoked lease's room needs a pass to plan its pool).
+        let woken = fx.wake_checker;
         self.checker_pending = false;
         self.checker_next = Some(next);
-        if held.is_none() {
-            assert_eq!(self.s.creations_needed(), 0);
+        self.checker_last = Some(now);
+        if held.is_none() && !woken {
+            assert_eq!(
+                self.s.creations_needed(),
+                0,
+                "tick: creations left unplanned"
+            );
         }
-        self.verify();
+        self.compare("tick", fx, exp);
     }
 
     /// Picks the creation at `at` among this run's and stopped runs' ones:
@@ -3368,6 +3464,7 @@ impl Sim {
         self.stale.append(&mut self.in_flight);
         self.checker_pending = false;
         self.checker_next = None;
+        self.checker_last = None;
         let mut fx = Fx::default();
         assert_eq!(self.s.stop(&mut fx), ended, "stop: leases ended");
         self.compare("stop", fx, exp);
@@ -3410,6 +3507,7 @@ impl Sim {
         // The new checker runs a pass as soon as it has started.
         self.checker_pending = true;
         self.checker_next = None;
+        self.checker_last = None;
         self.verify();
     }
 
@@ -3602,19 +3700,14 @@ impl Sim {
                 if settled {
                     break;
                 }
-                // Time moves on to the checker's next pass (a back-off may
-                // hold creations until then). A pass scheduled in the past
-                // (a spared waiter's deadline while the back-off holds, see
-                // the ignored `bug_tick_*` tests) makes the checker spin
-                // until the back-off ends.
-                if let Some(next) = self.checker_next {
-                    let mut at = next.duration_since(self.base).as_millis() as u64;
-                    if at <= self.now_ms {
-                        at = self.held_until().map_or(self.now_ms + 1, |until| {
-                            until.duration_since(self.base).as_millis() as u64
-                        });
-                    }
-                    self.now_ms = self.now_ms.max(at);
+                // Unless the pass woke the checker again (it runs at once),
+                // time moves on to the checker's next pass (a back-off may
+                // hold creations until then); that pass is always ahead.
+                if !self.checker_pending {
+                    let next = self.checker_next.expect("a pass was scheduled");
+                    let at = next.duration_since(self.base).as_millis() as u64;
+                    assert!(at > self.now_ms, "the checker would spin");
+                    self.now_ms = at;
                 }
                 rounds += 1;
                 assert!(
