@@ -48,6 +48,11 @@ pub enum AnyBackend {
     /// The rayon backend.
     #[cfg(feature = "rayon")]
     Rayon(crate::RayonBackend),
+    /// The process backend: `call` works, `submit`/`run` fail with
+    /// [`Error::UnsupportedBackend`] (a closure cannot cross a process
+    /// boundary).
+    #[cfg(feature = "process")]
+    Process(crate::process::ProcessBackend),
 }
 
 impl fmt::Debug for AnyBackend {
@@ -57,6 +62,8 @@ impl fmt::Debug for AnyBackend {
             AnyBackend::Thread(ref backend) => f.debug_tuple("Thread").field(backend).finish(),
             #[cfg(feature = "rayon")]
             AnyBackend::Rayon(ref backend) => f.debug_tuple("Rayon").field(backend).finish(),
+            #[cfg(feature = "process")]
+            AnyBackend::Process(ref backend) => f.debug_tuple("Process").field(backend).finish(),
             #[allow(unreachable_patterns)]
             _ => f.write_str("AnyBackend"),
         }
@@ -72,6 +79,9 @@ impl AnyBackend {
             BackendKind::Thread => Ok(AnyBackend::Thread(crate::ThreadBackend::new())),
             #[cfg(feature = "rayon")]
             BackendKind::Rayon => Ok(AnyBackend::Rayon(crate::RayonBackend::new())),
+            #[cfg(feature = "process")]
+            BackendKind::Process => Ok(AnyBackend::Process(crate::process::ProcessBackend::new())),
+            #[allow(unreachable_patterns)]
             other => Err(Error::UnsupportedBackend(format!(
                 "the {other} backend cannot be selected through AnyBackend in this build"
             ))),
@@ -85,6 +95,8 @@ impl AnyBackend {
             AnyBackend::Thread(_) => BackendKind::Thread,
             #[cfg(feature = "rayon")]
             AnyBackend::Rayon(_) => BackendKind::Rayon,
+            #[cfg(feature = "process")]
+            AnyBackend::Process(_) => BackendKind::Process,
         }
     }
 }
@@ -99,6 +111,9 @@ pub enum AnyPool {
     /// A rayon-backend pool.
     #[cfg(feature = "rayon")]
     Rayon(crate::RayonPool),
+    /// A process-backend pool.
+    #[cfg(feature = "process")]
+    Process(crate::process::ProcessPool),
 }
 
 impl ExecutorBackend for AnyBackend {
@@ -110,6 +125,8 @@ impl ExecutorBackend for AnyBackend {
             AnyBackend::Thread(ref backend) => backend.name(),
             #[cfg(feature = "rayon")]
             AnyBackend::Rayon(ref backend) => backend.name(),
+            #[cfg(feature = "process")]
+            AnyBackend::Process(ref backend) => backend.name(),
         }
     }
 
@@ -119,6 +136,8 @@ impl ExecutorBackend for AnyBackend {
             AnyBackend::Thread(ref backend) => backend.create_pool(ctx).map(AnyPool::Thread),
             #[cfg(feature = "rayon")]
             AnyBackend::Rayon(ref backend) => backend.create_pool(ctx).map(AnyPool::Rayon),
+            #[cfg(feature = "process")]
+            AnyBackend::Process(ref backend) => backend.create_pool(ctx).map(AnyPool::Process),
         }
     }
 
@@ -128,6 +147,8 @@ impl ExecutorBackend for AnyBackend {
             AnyBackend::Thread(ref backend) => backend.check_config(config),
             #[cfg(feature = "rayon")]
             AnyBackend::Rayon(ref backend) => backend.check_config(config),
+            #[cfg(feature = "process")]
+            AnyBackend::Process(ref backend) => backend.check_config(config),
         }
     }
 }
@@ -139,6 +160,8 @@ impl BackendPool for AnyPool {
             AnyPool::Thread(ref pool) => pool.execute(task),
             #[cfg(feature = "rayon")]
             AnyPool::Rayon(ref pool) => pool.execute(task),
+            #[cfg(feature = "process")]
+            AnyPool::Process(ref pool) => pool.execute(task),
         }
     }
 
@@ -148,6 +171,19 @@ impl BackendPool for AnyPool {
             AnyPool::Thread(ref pool) => pool.shutdown(),
             #[cfg(feature = "rayon")]
             AnyPool::Rayon(ref pool) => pool.shutdown(),
+            #[cfg(feature = "process")]
+            AnyPool::Process(ref pool) => pool.shutdown(),
+        }
+    }
+
+    fn revoke(&self) {
+        match *self {
+            #[cfg(feature = "thread")]
+            AnyPool::Thread(ref pool) => pool.revoke(),
+            #[cfg(feature = "rayon")]
+            AnyPool::Rayon(ref pool) => pool.revoke(),
+            #[cfg(feature = "process")]
+            AnyPool::Process(ref pool) => pool.revoke(),
         }
     }
 }

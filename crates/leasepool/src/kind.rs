@@ -60,7 +60,7 @@ impl BackendKind {
         match self {
             BackendKind::Thread => cfg!(feature = "thread"),
             BackendKind::Rayon => cfg!(feature = "rayon"),
-            BackendKind::Process => false,
+            BackendKind::Process => cfg!(feature = "process"),
         }
     }
 

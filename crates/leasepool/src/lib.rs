@@ -71,6 +71,8 @@
 //!   default backend parameter of every generic type here.
 //! - `rayon`: `RayonBackend`: each pool is a `rayon::ThreadPool`, so
 //!   parallel iterators inside a job run on the leased pool.
+//! - `process`: [`process::ProcessBackend`]: worker processes running
+//!   registered functions (`call`), with crash isolation and log forwarding.
 //! - `serde`: `Serialize` for [`ManagerStats`] and [`LeaseStats`].
 //! - `conformance`: the backend conformance suite, for authors of custom
 //!   backends.
@@ -102,6 +104,17 @@ pub use leasepool_thread::{ThreadBackend, ThreadPool};
 
 #[cfg(feature = "rayon")]
 pub use leasepool_rayon::{RayonBackend, RayonPool};
+
+/// The process backend (feature `process`): worker processes running
+/// registered functions, with crash isolation and log forwarding.
+///
+/// `init(Registry::new().register(f)...)` must be the first call in `main`:
+/// in a worker process it serves jobs and exits, in the parent it returns.
+/// See [`leasepool_process`] and `docs/backends.md`.
+#[cfg(feature = "process")]
+pub mod process {
+    pub use leasepool_process::{ProcessBackend, ProcessLogging, ProcessPool, Registry, init};
+}
 
 mod any;
 mod kind;

@@ -8,6 +8,7 @@ use leasepool::{AnyBackend, BackendKind, Error, LeasedExecutorManager};
 fn compiled_in(kind: BackendKind) -> bool {
     (kind == BackendKind::Thread && cfg!(feature = "thread"))
         || (kind == BackendKind::Rayon && cfg!(feature = "rayon"))
+        || (kind == BackendKind::Process && cfg!(feature = "process"))
 }
 
 #[test]
@@ -67,6 +68,22 @@ fn any_backend_runs_every_compiled_in_kind() {
         }
         let backend = backend.expect("compiled in");
         assert_eq!(backend.kind(), kind);
+        if kind == BackendKind::Process {
+            // This test binary never called `leasepool::process::init`, so
+            // it cannot serve as a worker: starting says so instead of
+            // hanging.
+            let manager: LeasedExecutorManager<AnyBackend> =
+                LeasedExecutorManager::builder(backend)
+                    .max_pools(1)
+                    .build()
+                    .expect("valid config");
+            assert_eq!(manager.backend_name(), "process");
+            match manager.start_blocking() {
+                Err(Error::Broken(reason)) => assert!(reason.contains("init"), "{reason}"),
+                other => panic!("expected Broken naming init, got {other:?}"),
+            }
+            continue;
+        }
         let manager: LeasedExecutorManager<AnyBackend> = LeasedExecutorManager::builder(backend)
             .max_pools(1)
             .workers_per_pool(2)

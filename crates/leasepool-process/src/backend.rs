@@ -1,0 +1,191 @@
+//! `ProcessBackend`: options, and pool creation.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leasepool_core::{Error, ExecutorBackend, ManagerConfig, PoolContext};
+
+use crate::ProcessLogging;
+use crate::pool::ProcessPool;
+use crate::worker::parent_registry;
+
+/// Runs each pool as a set of worker processes that execute registered
+/// functions (`lease.call(f, arg)`).
+///
+/// By default a worker is this same executable, started again with the
+/// environment variable `LEASEPOOL_PROCESS_WORKER` set, so `main` must call
+/// [`init`](crate::init) first. Each pool has `workers_per_pool` workers;
+/// each runs one call at a time. A call that panics fails with
+/// `Error::Panicked` and its worker serves on. A worker that dies (crash,
+/// `abort`, killed) breaks its pool: its calls fail with `Error::Broken`,
+/// the lease ends, and the manager replaces the pool. Workers exit by
+/// themselves when the parent goes away (their stdin closes), and every
+/// worker is reaped before `stop()` returns.
+///
+/// Closures cannot cross a process boundary, so process leases offer
+/// `call` but not `submit`/`run`:
+///
+/// ```compile_fail,E0599
+/// use leasepool_core::LeasedExecutorManager;
+/// use leasepool_process::ProcessBackend;
+///
+/// let manager = LeasedExecutorManager::builder(ProcessBackend::new())
+///     .max_pools(1)
+///     .build()
+///     .unwrap();
+/// let lease = manager.acquire().blocking().unwrap();
+/// let _ = lease.submit(|| 1 + 1); // error: ProcessBackend is not a LocalBackend
+/// ```
+///
+/// Options:
+///
+/// ```
+/// use leasepool_process::{ProcessBackend, ProcessLogging};
+/// use std::time::Duration;
+///
+/// let backend = ProcessBackend::new()
+///     .env("RUST_BACKTRACE", "1")
+///     .jobs_per_worker(1_000) // recycle a worker after 1000 calls
+///     .kill_on_hard_expiry(true) // revoke = kill the workers
+///     .handshake_timeout(Duration::from_secs(5))
+///     .logging(ProcessLogging::new().enabled(true));
+/// # let _ = backend;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProcessBackend {
+    pub(crate) program: Option<PathBuf>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) jobs_per_worker: Option<usize>,
+    pub(crate) kill_on_hard_expiry: bool,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) logging: ProcessLogging,
+}
+
+impl Default for ProcessBackend {
+    fn default() -> Self {
+        ProcessBackend {
+            program: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            jobs_per_worker: None,
+            kill_on_hard_expiry: false,
+            handshake_timeout: Duration::from_secs(10),
+            logging: ProcessLogging::default(),
+        }
+    }
+}
+
+impl ProcessBackend {
+    /// Workers re-execute the current binary (`std::env::current_exe()`)
+    /// without arguments; no recycling; a revoked pool's running calls
+    /// finish; 10 s handshake timeout; no log forwarding.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts workers with `program args..` instead of the current binary.
+    /// The program must call [`init`](crate::init) first in its `main`,
+    /// with a registry holding the functions the parent calls (under the
+    /// same names: the functions must live at the same paths).
+    ///
+    /// ```
+    /// let backend = leasepool_process::ProcessBackend::new()
+    ///     .worker_command("/usr/local/bin/my-worker", ["--quiet"]);
+    /// # let _ = backend;
+    /// ```
+    pub fn worker_command<P, I, S>(mut self, program: P, args: I) -> Self
+    where
+        P: Into<PathBuf>,
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.program = Some(program.into());
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets an environment variable for every worker (on top of the
+    /// parent's environment, which workers inherit).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Replaces a worker after it has run `n` calls (to bound leaks in the
+    /// code it runs). The worker finishes its call and exits; a fresh one
+    /// takes its place in the pool; no call fails because of it. Must be
+    /// greater than 0.
+    pub fn jobs_per_worker(mut self, n: usize) -> Self {
+        self.jobs_per_worker = Some(n);
+        self
+    }
+
+    /// When a lease passes its hard expiry, kill its pool's workers
+    /// (`SIGKILL`) instead of letting running calls finish; those calls
+    /// fail with `Error::Broken`. The thread backend cannot do this (a
+    /// thread cannot be killed). Default: off.
+    pub fn kill_on_hard_expiry(mut self, kill: bool) -> Self {
+        self.kill_on_hard_expiry = kill;
+        self
+    }
+
+    /// How long a new worker may take to start and answer the handshake
+    /// (default 10 s). Must be greater than 0.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Forwards the workers' logs to the parent; see [`ProcessLogging`].
+    pub fn logging(mut self, logging: ProcessLogging) -> Self {
+        self.logging = logging;
+        self
+    }
+}
+
+impl ExecutorBackend for ProcessBackend {
+    type Pool = ProcessPool;
+
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn create_pool(&self, ctx: PoolContext) -> Result<ProcessPool, Error> {
+        ProcessPool::spawn(self, ctx)
+    }
+
+    fn check_config(&self, _config: &ManagerConfig) -> Result<(), Error> {
+        if self.jobs_per_worker == Some(0) {
+            return Err(Error::InvalidConfig {
+                field: "jobs_per_worker",
+                reason: "must be greater than 0".to_owned(),
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::InvalidConfig {
+                field: "handshake_timeout",
+                reason: "must be greater than 0".to_owned(),
+            });
+        }
+        if std::time::Instant::now()
+            .checked_add(self.handshake_timeout)
+            .is_none()
+        {
+            return Err(Error::InvalidConfig {
+                field: "handshake_timeout",
+                reason: "is too large: now + timeout overflows".to_owned(),
+            });
+        }
+        if let Some(parent) = parent_registry() {
+            if !parent.errors.is_empty() {
+                return Err(Error::InvalidConfig {
+                    field: "registry",
+                    reason: parent.errors.join("; "),
+                });
+            }
+        }
+        Ok(())
+    }
+}

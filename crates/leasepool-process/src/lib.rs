@@ -1,0 +1,88 @@
+//! The process backend of [leasepool](https://docs.rs/leasepool): each pool
+//! is a set of worker processes that run registered functions.
+//!
+//! Use it for work that must be isolated from the service: native code that
+//! may crash, leaky libraries, CPU-bound work that should not share an
+//! allocator or a GIL-like lock with the service. A crash takes down one
+//! worker, fails its call with `Error::Broken`, and the manager replaces the
+//! pool; the service lives on.
+//!
+//! Jobs are plain functions with a serde-serialisable argument and result
+//! (the Rust analogue of "picklable top-level functions"):
+//!
+//! 1. call [`init`] first in `main` with a [`Registry`] of those functions:
+//!    in a worker process it serves calls and never returns; in the parent
+//!    it returns at once;
+//! 2. build a manager with [`ProcessBackend::new()`], which starts the
+//!    workers by running this same executable again;
+//! 3. run jobs with `lease.call(f, arg)` (several arguments go in a tuple).
+//!
+//! ```no_run
+//! use leasepool_core::LeasedExecutorManager;
+//! use leasepool_process::{ProcessBackend, Registry, init};
+//!
+//! fn count_primes(limit: u64) -> usize {
+//!     (2..limit).filter(|n| (2..*n).take_while(|d| d * d <= *n).all(|d| n % d != 0)).count()
+//! }
+//!
+//! fn main() -> Result<(), leasepool_core::Error> {
+//!     init(Registry::new().register(count_primes));
+//!
+//!     let manager = LeasedExecutorManager::builder(ProcessBackend::new())
+//!         .max_pools(1)
+//!         .workers_per_pool(2)
+//!         .build()?;
+//!     manager.start_blocking()?;
+//!     let lease = manager.acquire().owner("primes").blocking()?;
+//!     let primes = lease.submit_call(count_primes, 100_000)?.wait()?;
+//!     assert_eq!(primes, 9592);
+//!     drop(lease);
+//!     manager.stop_blocking(); // every worker has exited and been reaped
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Errors a call can end with
+//!
+//! - `Error::Panicked`: the function panicked; its worker serves on.
+//! - `Error::UnknownFunction`: the worker's registry does not hold it.
+//! - `Error::Serialization`: the argument or the result did not (de)serialise.
+//! - `Error::Broken`: the worker died (crash, `abort`, killed) or the pool
+//!   could not start (the worker command is not a leasepool worker, the
+//!   registries differ, the initializer failed). The pool is retired and
+//!   replaced; run the job again on a new lease.
+//! - `Error::UnsupportedBackend`: a closure reached the pool (only possible
+//!   through a type-erased backend; on `ProcessBackend` leases `submit` and
+//!   `run` do not compile).
+//!
+//! # Processes
+//!
+//! Workers talk to the parent over their stdin and stdout (length-prefixed
+//! postcard frames), so worker code must not write to stdout. A worker runs
+//! one call at a time. Workers exit when their stdin closes, so they never
+//! outlive the parent, and `stop()` returns only after every worker has
+//! exited and been reaped. Unlike the thread backend, the process backend
+//! can really stop running work: with
+//! [`ProcessBackend::kill_on_hard_expiry`], revoking a lease kills its
+//! pool's workers.
+//!
+//! Log records emitted in workers can be forwarded to the parent's logger:
+//! see [`ProcessLogging`].
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+mod backend;
+mod logging;
+mod pool;
+mod protocol;
+mod registry;
+mod worker;
+
+pub use backend::ProcessBackend;
+pub use logging::ProcessLogging;
+pub use pool::ProcessPool;
+pub use registry::Registry;
+pub use worker::init;

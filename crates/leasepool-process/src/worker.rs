@@ -1,0 +1,132 @@
+//! The worker side: [`init`] and the serve loop.
+
+use std::io::{self, BufReader};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::Registry;
+use crate::logging::{SharedOut, install_worker_logger};
+use crate::protocol::{
+    FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, read_frame,
+    write_frame,
+};
+
+/// What the parent process remembers of its own registry.
+#[derive(Debug)]
+pub(crate) struct ParentRegistry {
+    pub(crate) fingerprint: u64,
+    pub(crate) errors: Vec<String>,
+}
+
+static PARENT: OnceLock<ParentRegistry> = OnceLock::new();
+
+/// The registry `init` was given in this (parent) process, if it was called.
+pub(crate) fn parent_registry() -> Option<&'static ParentRegistry> {
+    PARENT.get()
+}
+
+/// True if this process was started as a worker (whether or not it called
+/// `init`).
+pub(crate) fn is_worker_process() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// Makes this executable usable as a process-backend worker. Call it first
+/// in `main`, before anything else runs or prints.
+///
+/// - In a process started by a [`ProcessBackend`](crate::ProcessBackend)
+///   pool (the environment variable `LEASEPOOL_PROCESS_WORKER` is set), it
+///   never returns: it runs the registry's initializer, answers the
+///   parent's handshake, serves calls on stdin/stdout until the parent shuts
+///   it down or goes away, and exits the process.
+/// - Anywhere else it remembers the registry (the handshake checks that
+///   workers were built with the same one) and returns at once.
+///
+/// In a worker, stdout belongs to the protocol: worker functions must not
+/// print to stdout (use `log`, or stderr).
+///
+/// ```no_run
+/// use leasepool_process::{Registry, init};
+///
+/// fn count_primes(limit: u64) -> usize {
+///     (2..limit).filter(|n| (2..*n).take_while(|d| d * d <= *n).all(|d| n % d != 0)).count()
+/// }
+///
+/// fn main() {
+///     init(Registry::new().register(count_primes));
+///     // ... the application: build a manager with ProcessBackend::new() ...
+/// }
+/// ```
+pub fn init(registry: Registry) {
+    match std::env::var(WORKER_ENV) {
+        Ok(token) => serve(registry, token),
+        Err(_) => {
+            let _ = PARENT.set(ParentRegistry {
+                fingerprint: registry.fingerprint(),
+                errors: registry.errors().to_vec(),
+            });
+        }
+    }
+}
+
+/// Runs this process as a worker until the parent lets go; never returns.
+fn serve(mut registry: Registry, token: String) -> ! {
+    let out: SharedOut = Arc::new(Mutex::new(io::stdout()));
+    install_worker_logger(&out, std::env::var(LOG_LEVEL_ENV).ok());
+
+    let init_error = registry.registry_error().or_else(|| {
+        let init = registry.take_initializer()?;
+        init()
+            .err()
+            .map(|e| format!("the worker initializer failed: {e}"))
+    });
+    let failed = init_error.is_some();
+    let hello = FromWorker::Hello {
+        protocol: PROTOCOL_VERSION,
+        token,
+        fingerprint: registry.fingerprint(),
+        init_error,
+    };
+    if send(&out, &hello).is_err() || failed {
+        std::process::exit(1);
+    }
+
+    let mut input = BufReader::new(io::stdin().lock());
+    loop {
+        match read_frame::<ToWorker>(&mut input) {
+            Ok(Some(ToWorker::Call {
+                id,
+                function,
+                argument,
+            })) => {
+                let outcome = match registry.handler(&function) {
+                    Some(handler) => handler(&argument),
+                    None => Err(WorkerError::UnknownFunction(function)),
+                };
+                if send(&out, &FromWorker::Done { id, outcome }).is_err() {
+                    // The parent is gone.
+                    std::process::exit(1);
+                }
+            }
+            // Shut down, or the parent closed our stdin (or died).
+            Ok(Some(ToWorker::Shutdown)) | Ok(None) => std::process::exit(0),
+            Err(_) => std::process::exit(1),
+        }
+    }
+}
+
+fn send(out: &SharedOut, frame: &FromWorker) -> io::Result<()> {
+    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+    write_frame(&mut *out, frame)
+}
+
+impl Registry {
+    /// The registry's own mistakes, as one handshake error.
+    fn registry_error(&self) -> Option<String> {
+        (!self.errors().is_empty()).then(|| {
+            format!(
+                "the worker's registry is unusable: {}",
+                self.errors().join("; ")
+            )
+        })
+    }
+}
