@@ -1,10 +1,15 @@
 //! leasepool against what a user would use instead, measured in one run.
 //!
 //! ```text
-//! cargo bench -p leasepool --bench leasepool_vs_peers            # full run, ~1-2 min
-//! cargo bench -p leasepool --bench leasepool_vs_peers -- --quick # smoke test
+//! cargo bench -p leasepool --bench leasepool_vs_peers            # full run, ~1 min
+//! cargo bench -p leasepool --bench leasepool_vs_peers -- --quick # smoke test, ~10 s
 //! LEASEPOOL_BENCH_QUICK=1 cargo bench -p leasepool --bench leasepool_vs_peers
+//! cargo bench -p leasepool --bench leasepool_vs_peers -- s4      # one scenario
 //! ```
+//!
+//! A criterion filter selects scenarios as usual (`s1_`, `s2_`, `s3_`);
+//! the contention scenario runs when the filter is a substring of
+//! `s4_contention` or absent.
 //!
 //! Scenarios (see `docs/performance.md` for the discussion of results):
 //!
@@ -26,7 +31,14 @@
 //!    against `Semaphore(4)` + `spawn_blocking` with
 //!    `max_blocking_threads(4)`. Reports jobs/s and the p50/p99 of the time
 //!    from starting to acquire until holding the lease/permit, as the median
-//!    over several alternating repetitions.
+//!    over several alternating repetitions; on Linux also the process CPU
+//!    time and context switches per job (from `/proc`).
+//!
+//! Scenarios 2 and 3 are measured twice: by criterion (one contender after
+//! the other) and interleaved (short blocks, cycling through the
+//! contenders), because thread wake-up latency on a small shared machine
+//! switches between regimes every few seconds; the summary uses the
+//! interleaved medians.
 //!
 //! Criterion prints its usual per-benchmark output; a summary table with the
 //! leasepool/peer ratio per scenario is printed at the end. Criterion's
@@ -412,165 +424,242 @@ fn scenario_acquire_release(c: &mut Criterion, profile: &Profile, results: &mut 
     manager.stop_blocking();
 }
 
-// ----- scenario 2: one run round trip on a held lease ----------------------
+// ----- scenarios 2 and 3: round trips through a worker thread -------------
+
+/// One contender: its criterion name, its key in the summary, and a routine
+/// that runs `iters` operations and returns the time they took.
+struct Contender<'a> {
+    name: &'static str,
+    key: &'static str,
+    routine: Box<dyn FnMut(u64) -> Duration + 'a>,
+}
+
+impl<'a> Contender<'a> {
+    fn new(
+        name: &'static str,
+        key: &'static str,
+        routine: impl FnMut(u64) -> Duration + 'a,
+    ) -> Self {
+        Contender {
+            name,
+            key,
+            routine: Box::new(routine),
+        }
+    }
+}
+
+/// Runs each contender under criterion, then again interleaved: short
+/// blocks of `block` operations, cycling through the contenders, median
+/// per contender. Round trips through a sleeping thread have bimodal
+/// latency on a small, shared machine (it depends on where the scheduler
+/// puts the threads, and that changes every few seconds), so criterion's
+/// back-to-back measurements can land in different regimes; the
+/// interleaved medians see the same regimes and give the fairer ratio.
+/// The summary uses the interleaved medians (keys prefixed with `i.`).
+fn measure_contenders(
+    c: &mut Criterion,
+    group_name: &str,
+    contenders: &mut [Contender<'_>],
+    profile: &Profile,
+    results: &mut Results,
+) {
+    let mut group = c.benchmark_group(group_name);
+    for contender in contenders.iter_mut() {
+        let mut s = Samples::default();
+        let routine = &mut contender.routine;
+        group.bench_function(contender.name, |b| {
+            b.iter_custom(|iters| {
+                let elapsed = routine(iters);
+                s.record(iters, elapsed)
+            });
+        });
+        results.put(contender.key, &s, profile);
+    }
+    group.finish();
+
+    let (cycles, block) = if profile.test_mode {
+        (1, 10)
+    } else if profile.quick {
+        (3, 300)
+    } else {
+        (25, 1500)
+    };
+    let mut per_op: Vec<Vec<f64>> = vec![Vec::with_capacity(cycles); contenders.len()];
+    for cycle in 0..cycles {
+        // Rotate the starting contender so none is always first.
+        for i in 0..contenders.len() {
+            let index = (i + cycle) % contenders.len();
+            let elapsed = (contenders[index].routine)(block);
+            per_op[index].push(elapsed.as_nanos() as f64 / block as f64);
+        }
+    }
+    println!();
+    println!("{group_name}: interleaved, {cycles} cycles x {block} operations per contender");
+    for (contender, values) in contenders.iter().zip(per_op.iter_mut()) {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let m = median(values);
+        println!(
+            "  {:<45} median {:>10}   (min {}, max {})",
+            contender.name,
+            fmt_ns(m),
+            fmt_ns(sorted.first().copied().unwrap_or(f64::NAN)),
+            fmt_ns(sorted.last().copied().unwrap_or(f64::NAN)),
+        );
+        results.0.push((interleaved_key(contender.key), m));
+    }
+}
+
+/// The summary key of a contender's interleaved median.
+fn interleaved_key(key: &'static str) -> &'static str {
+    match key {
+        "s2.leasepool.tokio" => "i.s2.leasepool.tokio",
+        "s2.spawn_blocking.tokio" => "i.s2.spawn_blocking.tokio",
+        "s2.unblock.tokio" => "i.s2.unblock.tokio",
+        "s2.floor.tokio" => "i.s2.floor.tokio",
+        "s2.leasepool.block_on" => "i.s2.leasepool.block_on",
+        "s2.floor.block_on" => "i.s2.floor.block_on",
+        "s3.leasepool.tokio" => "i.s3.leasepool.tokio",
+        "s3.semaphore.tokio" => "i.s3.semaphore.tokio",
+        _ => "i.unknown",
+    }
+}
 
 fn scenario_round_trip(c: &mut Criterion, profile: &Profile, results: &mut Results) {
     let rt = multi_thread_runtime(None);
     let manager = manager(1, "bench-s2");
     let lease = Arc::new(manager.acquire().owner("bench").blocking().expect("lease"));
     let floor = DedicatedThread::spawn();
-    let mut group = c.benchmark_group("s2_run_round_trip");
 
-    let mut s = Samples::default();
-    group.bench_function("leasepool/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let lease = lease.clone();
-            let elapsed = on_worker(&rt, iters, move |iters| async move {
+    let mut contenders = vec![
+        Contender::new(
+            "leasepool/tokio-multi-thread",
+            "s2.leasepool.tokio",
+            |iters| {
+                let lease = lease.clone();
+                on_worker(&rt, iters, move |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(lease.run(|| black_box(1)).await.expect("run"));
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+        Contender::new(
+            "spawn_blocking/tokio-multi-thread",
+            "s2.spawn_blocking.tokio",
+            |iters| {
+                on_worker(&rt, iters, |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(
+                            tokio::task::spawn_blocking(|| black_box(1))
+                                .await
+                                .expect("spawn_blocking"),
+                        );
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+        Contender::new(
+            "blocking-unblock/tokio-multi-thread",
+            "s2.unblock.tokio",
+            |iters| {
+                on_worker(&rt, iters, |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(blocking::unblock(|| black_box(1)).await);
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+        Contender::new(
+            "dedicated-thread/tokio-multi-thread",
+            "s2.floor.tokio",
+            |iters| {
+                let floor = floor.clone();
+                on_worker(&rt, iters, move |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(floor.run(|| black_box(1)).await);
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+        Contender::new("leasepool/block_on", "s2.leasepool.block_on", |iters| {
+            futures_lite::future::block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     black_box(lease.run(|| black_box(1)).await.expect("run"));
                 }
                 start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.leasepool.tokio", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("spawn_blocking/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = on_worker(&rt, iters, |iters| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(
-                        tokio::task::spawn_blocking(|| black_box(1))
-                            .await
-                            .expect("spawn_blocking"),
-                    );
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.spawn_blocking.tokio", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("blocking-unblock/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = on_worker(&rt, iters, |iters| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(blocking::unblock(|| black_box(1)).await);
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.unblock.tokio", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("dedicated-thread/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let floor = floor.clone();
-            let elapsed = on_worker(&rt, iters, move |iters| async move {
+            })
+        }),
+        Contender::new("dedicated-thread/block_on", "s2.floor.block_on", |iters| {
+            futures_lite::future::block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     black_box(floor.run(|| black_box(1)).await);
                 }
                 start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.floor.tokio", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("leasepool/block_on", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = futures_lite::future::block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(lease.run(|| black_box(1)).await.expect("run"));
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.leasepool.block_on", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("dedicated-thread/block_on", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = futures_lite::future::block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(floor.run(|| black_box(1)).await);
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s2.floor.block_on", &s, profile);
-
-    group.finish();
+            })
+        }),
+    ];
+    measure_contenders(c, "s2_run_round_trip", &mut contenders, profile, results);
+    drop(contenders);
     drop(lease);
     manager.stop_blocking();
 }
-
-// ----- scenario 3: one full lease cycle ------------------------------------
 
 fn scenario_full_cycle(c: &mut Criterion, profile: &Profile, results: &mut Results) {
     let rt = multi_thread_runtime(None);
     let manager = manager(1, "bench-s3");
     let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
-    let mut group = c.benchmark_group("s3_full_cycle");
 
-    let mut s = Samples::default();
-    group.bench_function("leasepool/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let manager = manager.clone();
-            let elapsed = on_worker(&rt, iters, move |iters| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let lease = manager.acquire().await.expect("acquire");
-                    black_box(lease.run(|| black_box(1)).await.expect("run"));
-                    lease.release().await;
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s3.leasepool.tokio", &s, profile);
-
-    let mut s = Samples::default();
-    group.bench_function("semaphore+spawn_blocking/tokio-multi-thread", |b| {
-        b.iter_custom(|iters| {
-            let semaphore = semaphore.clone();
-            let elapsed = on_worker(&rt, iters, move |iters| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let permit = semaphore.acquire().await.expect("permit");
-                    black_box(
-                        tokio::task::spawn_blocking(|| black_box(1))
-                            .await
-                            .expect("spawn_blocking"),
-                    );
-                    drop(permit);
-                }
-                start.elapsed()
-            });
-            s.record(iters, elapsed)
-        });
-    });
-    results.put("s3.semaphore.tokio", &s, profile);
-
-    group.finish();
+    let mut contenders = vec![
+        Contender::new(
+            "leasepool/tokio-multi-thread",
+            "s3.leasepool.tokio",
+            |iters| {
+                let manager = manager.clone();
+                on_worker(&rt, iters, move |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let lease = manager.acquire().await.expect("acquire");
+                        black_box(lease.run(|| black_box(1)).await.expect("run"));
+                        lease.release().await;
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+        Contender::new(
+            "semaphore+spawn_blocking/tokio-multi-thread",
+            "s3.semaphore.tokio",
+            |iters| {
+                let semaphore = semaphore.clone();
+                on_worker(&rt, iters, move |iters| async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let permit = semaphore.acquire().await.expect("permit");
+                        black_box(
+                            tokio::task::spawn_blocking(|| black_box(1))
+                                .await
+                                .expect("spawn_blocking"),
+                        );
+                        drop(permit);
+                    }
+                    start.elapsed()
+                })
+            },
+        ),
+    ];
+    measure_contenders(c, "s3_full_cycle", &mut contenders, profile, results);
+    drop(contenders);
     manager.stop_blocking();
 }
 
@@ -927,40 +1016,40 @@ fn print_summary(profile: &Profile, results: &Results, contention: Option<&Conte
         time_row(
             results,
             "2 run round trip, tokio multi-thread",
-            "s2.leasepool.tokio",
-            "s2.spawn_blocking.tokio",
+            "i.s2.leasepool.tokio",
+            "i.s2.spawn_blocking.tokio",
             "spawn_blocking",
             Some(1.0),
         ),
         time_row(
             results,
             "2 run round trip, tokio multi-thread",
-            "s2.leasepool.tokio",
-            "s2.floor.tokio",
+            "i.s2.leasepool.tokio",
+            "i.s2.floor.tokio",
             "dedicated thread (floor)",
             Some(2.0),
         ),
         time_row(
             results,
             "2 run round trip, tokio multi-thread",
-            "s2.leasepool.tokio",
-            "s2.unblock.tokio",
+            "i.s2.leasepool.tokio",
+            "i.s2.unblock.tokio",
             "blocking::unblock",
             None,
         ),
         time_row(
             results,
             "2 run round trip, block_on",
-            "s2.leasepool.block_on",
-            "s2.floor.block_on",
+            "i.s2.leasepool.block_on",
+            "i.s2.floor.block_on",
             "dedicated thread (floor)",
             Some(2.0),
         ),
         time_row(
             results,
             "3 acquire+run+release, tokio multi-thread",
-            "s3.leasepool.tokio",
-            "s3.semaphore.tokio",
+            "i.s3.leasepool.tokio",
+            "i.s3.semaphore.tokio",
             "Semaphore(1)+spawn_blocking",
             None,
         ),
@@ -1035,6 +1124,11 @@ fn print_summary(profile: &Profile, results: &Results, contention: Option<&Conte
     ];
     println!();
     println!("=== leasepool vs peers: summary (median; ratio = leasepool / peer) ===");
+    println!(
+        "scenario 1: criterion samples; scenarios 2-3: interleaved blocks; \
+         scenario 4: {} alternating repetitions",
+        profile.contention_reps
+    );
     println!(
         "machine: {} logical CPUs; mode: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
