@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use leasepool::{Error, LeasedExecutorManager};
 use leasepool::process::{ProcessBackend, Registry, init};
+use leasepool::{Error, LeasedExecutorManager};
 
 /// Counts the primes in `[from, to)`: plain CPU work, run in a worker.
 fn count_primes((from, to): (u64, u64)) -> usize {

@@ -7,8 +7,8 @@
 //!
 //! Run with `cargo run --example process_log_forwarding --features process`.
 
-use leasepool::{Error, LeasedExecutorManager};
 use leasepool::process::{ProcessBackend, ProcessLogging, Registry, init};
+use leasepool::{Error, LeasedExecutorManager};
 use log::{LevelFilter, Log, Metadata, Record};
 
 /// Runs in a worker: its log records travel to the parent.
