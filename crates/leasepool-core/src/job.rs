@@ -7,19 +7,21 @@
 //! has seen the result and then releases the lease never finds the job still
 //! counted.
 //!
-//! The result slot is a mutex-protected cell plus an `event_listener::Event`,
-//! which gives one allocation that supports `.await`, blocking `wait`,
-//! `wait_timeout`, `is_finished` and `cancel` on any runtime.
+//! The result lives in one mutex-protected cell beside the waker of the task
+//! (or the handle of the thread) waiting for it. Publishing stores the
+//! result and takes the waiter under the lock, then wakes it *after*
+//! unlocking, so the woken side never collides with the lock it needs. One
+//! allocation supports `.await`, blocking `wait`, `wait_timeout`,
+//! `is_finished` and `cancel` on any runtime.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
-
-use event_listener::{Event, EventListener, Listener};
 
 use crate::Error;
 
@@ -45,10 +47,16 @@ enum Slot<T> {
     Taken,
 }
 
+/// The result and whoever waits for it.
+struct Cell<T> {
+    slot: Slot<T>,
+    waker: Option<Waker>,
+    thread: Option<Thread>,
+}
+
 pub(crate) struct JobShared<T> {
     state: AtomicU8,
-    slot: Mutex<Slot<T>>,
-    ready: Event,
+    cell: Mutex<Cell<T>>,
     lease: Option<LeaseLink>,
 }
 
@@ -56,14 +64,17 @@ impl<T> JobShared<T> {
     pub(crate) fn new(lease: Option<LeaseLink>) -> Arc<Self> {
         Arc::new(JobShared {
             state: AtomicU8::new(QUEUED),
-            slot: Mutex::new(Slot::Empty),
-            ready: Event::new(),
+            cell: Mutex::new(Cell {
+                slot: Slot::Empty,
+                waker: None,
+                thread: None,
+            }),
             lease,
         })
     }
 
-    fn slot(&self) -> MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    fn cell(&self) -> MutexGuard<'_, Cell<T>> {
+        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn is_queued(&self) -> bool {
@@ -101,24 +112,37 @@ impl<T> JobShared<T> {
         self.publish(result);
     }
 
-    /// Settles the lease count, then makes the result visible.
+    /// Settles the lease count, then makes the result visible and wakes
+    /// the waiter (outside the lock).
     fn publish(&self, result: Result<T, Error>) {
         if let Some(link) = &self.lease {
             if let Some(sink) = link.sink.upgrade() {
                 sink.job_finished(link.key, matches!(result, Err(Error::Cancelled)));
             }
         }
-        *self.slot() = Slot::Ready(result);
-        self.ready.notify(usize::MAX);
+        let (waker, thread) = {
+            let mut cell = self.cell();
+            cell.slot = Slot::Ready(result);
+            (cell.waker.take(), cell.thread.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if let Some(thread) = thread {
+            thread.unpark();
+        }
     }
 
-    fn try_take(&self) -> Option<Result<T, Error>> {
-        let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, Slot::Taken) {
+    /// Takes the result if it is there; otherwise registers `waiter` to be
+    /// woken when it is.
+    fn take_or_register(&self, waiter: impl FnOnce(&mut Cell<T>)) -> Option<Result<T, Error>> {
+        let mut cell = self.cell();
+        match std::mem::replace(&mut cell.slot, Slot::Taken) {
             Slot::Ready(result) => Some(result),
             Slot::Taken => Some(Err(Error::ResultTaken)),
             Slot::Empty => {
-                *slot = Slot::Empty;
+                cell.slot = Slot::Empty;
+                waiter(&mut cell);
                 None
             }
         }
@@ -138,7 +162,6 @@ impl<T> JobShared<T> {
 #[must_use = "a dropped JobHandle detaches the job; await it to get the result"]
 pub struct JobHandle<T> {
     shared: Arc<JobShared<T>>,
-    listener: Option<EventListener>,
 }
 
 impl<T> fmt::Debug for JobHandle<T> {
@@ -151,15 +174,12 @@ impl<T> fmt::Debug for JobHandle<T> {
 
 impl<T> JobHandle<T> {
     pub(crate) fn new(shared: Arc<JobShared<T>>) -> Self {
-        JobHandle {
-            shared,
-            listener: None,
-        }
+        JobHandle { shared }
     }
 
     /// True once the result is available (or was already taken).
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.shared.slot(), Slot::Empty)
+        !matches!(self.shared.cell().slot, Slot::Empty)
     }
 
     /// Cancels the job if it has not started. Returns true if it was
@@ -187,18 +207,24 @@ impl<T> JobHandle<T> {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
+        let me = std::thread::current();
         loop {
-            if let Some(result) = self.shared.try_take() {
+            let registered = self
+                .shared
+                .take_or_register(|cell| cell.thread = Some(me.clone()));
+            if let Some(result) = registered {
                 return Some(result);
             }
-            let listener = self.shared.ready.listen();
-            if let Some(result) = self.shared.try_take() {
-                return Some(result);
-            }
+            // A spurious or stale unpark just loops: the slot is the truth.
             match deadline {
-                None => listener.wait(),
+                None => std::thread::park(),
                 Some(deadline) => {
-                    listener.wait_deadline(deadline)?;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        self.shared.cell().thread = None;
+                        return None;
+                    }
+                    std::thread::park_timeout(deadline - now);
                 }
             }
         }
@@ -208,19 +234,14 @@ impl<T> JobHandle<T> {
 impl<T> Future for JobHandle<T> {
     type Output = Result<T, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            if let Some(result) = self.shared.try_take() {
-                self.listener = None;
-                return Poll::Ready(result);
-            }
-            match &mut self.listener {
-                None => self.listener = Some(self.shared.ready.listen()),
-                Some(listener) => {
-                    ready!(Pin::new(listener).poll(cx));
-                    self.listener = None;
-                }
-            }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let registered = self.shared.take_or_register(|cell| match &cell.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => cell.waker = Some(cx.waker().clone()),
+        });
+        match registered {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
         }
     }
 }

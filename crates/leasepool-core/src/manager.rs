@@ -329,7 +329,7 @@ impl<B: ExecutorBackend> Inner<B> {
     /// Runs `f` on the state under the lock, then performs its effects with
     /// the lock released.
     pub(crate) fn transition<R>(&self, f: impl FnOnce(&mut State<B>, &mut Fx<B>) -> R) -> R {
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let result = {
             let mut core = self.core();
             let result = f(&mut core.state, &mut fx);
@@ -338,6 +338,11 @@ impl<B: ExecutorBackend> Inner<B> {
         };
         self.apply(fx);
         result
+    }
+
+    /// Fresh effects; log notes are built only when a logger is installed.
+    pub(crate) fn effects(&self) -> Fx<B> {
+        Effects::with_notes(log::max_level() != log::LevelFilter::Off)
     }
 
     /// Performs the effects of a transition. Never called under the lock.
@@ -367,7 +372,7 @@ impl<B: ExecutorBackend> Inner<B> {
 
     fn begin_shutdown(&self, deadline: Duration) -> Option<usize> {
         let at = crate::state::deadline_after(Instant::now(), deadline);
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let held = {
             let mut core = self.core();
             let held = core.state.begin_shutdown(at, &mut fx);
@@ -487,7 +492,7 @@ impl<B: ExecutorBackend> Inner<B> {
             }
         }
         let created: Vec<u64> = pools.iter().map(|slot| slot.seq).collect();
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let installed = {
             let mut core = self.core();
             if self.checker.is_current(generation) {
@@ -555,7 +560,7 @@ impl<B: ExecutorBackend> Inner<B> {
     /// now; the pool itself is shut down later by the checker, never on the
     /// reporting thread.
     fn pool_broken(&self, seq: u64, reason: &str) {
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         {
             let mut core = self.core();
             if core.state.pool_broken(seq, reason, &mut fx) {
@@ -576,7 +581,7 @@ impl<B: ExecutorBackend> Inner<B> {
     pub(crate) fn checker_pass(self: &Arc<Self>) -> Option<Instant> {
         let desired = self.compute_desired();
         let now = Instant::now();
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let (deadline, creations, live) = {
             let mut core = self.core();
             if !matches!(core.state.phase(), Phase::Running | Phase::ShuttingDown) {
@@ -601,7 +606,7 @@ impl<B: ExecutorBackend> Inner<B> {
         self.apply(fx);
         for seq in creations {
             let created = self.create_pool(seq, &live);
-            let mut fx = Effects::default();
+            let mut fx = self.effects();
             {
                 let mut core = self.core();
                 let now = Instant::now();
@@ -630,7 +635,7 @@ impl<B: ExecutorBackend> Inner<B> {
     /// Stops everything. Returns the worker count to wait on and the number
     /// of leases it ended.
     fn begin_stop(&self) -> (Arc<LiveWorkers>, usize) {
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let (live, was_running, ended) = {
             let mut core = self.core();
             let was_running = core.state.phase() != Phase::Stopped;
@@ -663,7 +668,7 @@ impl<B: ExecutorBackend> Drop for Inner<B> {
     fn drop(&mut self) {
         // Dropped without stop(): shut pools down without waiting, and let
         // the checker thread (which holds only a weak reference) exit.
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         {
             let core = self.core.get_mut().unwrap_or_else(PoisonError::into_inner);
             core.state.stop(&mut fx);

@@ -26,6 +26,8 @@ pub(crate) struct Effects<P, S> {
     pub(crate) notes: Vec<Note>,
     /// A graceful shutdown may proceed (set by the manager).
     pub(crate) shutdown_ready: bool,
+    /// False when no logger would print the notes: they are not built.
+    record_notes: bool,
 }
 
 impl<P, S> Default for Effects<P, S> {
@@ -37,11 +39,28 @@ impl<P, S> Default for Effects<P, S> {
             wake_checker: false,
             notes: Vec::new(),
             shutdown_ready: false,
+            record_notes: true,
         }
     }
 }
 
 impl<P, S> Effects<P, S> {
+    /// Effects that build log notes only if `record_notes` (the manager
+    /// passes whether any logger is listening).
+    pub(crate) fn with_notes(record_notes: bool) -> Self {
+        Effects {
+            record_notes,
+            ..Effects::default()
+        }
+    }
+
+    /// Records a log note, building it only if someone will read it.
+    pub(crate) fn note(&mut self, note: impl FnOnce() -> Note) {
+        if self.record_notes {
+            self.notes.push(note());
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.shutdown.is_empty()
             && self.wake.is_empty()

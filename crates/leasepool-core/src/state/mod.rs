@@ -40,17 +40,19 @@
 //! idle.
 
 mod effects;
+mod seqmap;
 mod waiters;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) use effects::{Effects, Finalised, Note};
+use seqmap::{SeqMap, SeqSet};
 pub(crate) use waiters::Resolution;
 use waiters::{WaitQueue, Waiter};
 
@@ -193,14 +195,14 @@ pub(crate) struct LeaseState<P, S> {
     phase: Phase,
     desired: usize,
     idle: VecDeque<PoolSlot<P>>,
-    leases: HashMap<u64, LeaseRecord<P>>,
+    leases: SeqMap<LeaseRecord<P>>,
     waiters: WaitQueue<S>,
     /// Planned creations in flight (counted against `max_pools`).
     creating: usize,
     /// Sequence numbers of pools being created in this run (planned, or
     /// reserved by start). A pool that arrives with a number not in here
     /// belongs to a run that was stopped: it is shut down.
-    in_creation: HashSet<u64>,
+    in_creation: SeqSet,
     next_lease: u64,
     next_pool: u64,
     /// When the checker will next run on its own (`None`: not scheduled).
@@ -257,10 +259,10 @@ impl<P: Clone, S> LeaseState<P, S> {
             phase: Phase::Stopped,
             desired: limits.min_pools,
             idle: VecDeque::new(),
-            leases: HashMap::new(),
+            leases: SeqMap::default(),
             waiters: WaitQueue::new(),
             creating: 0,
-            in_creation: HashSet::new(),
+            in_creation: SeqSet::default(),
             next_lease: 1,
             next_pool: 1,
             checker_wake_at: None,
@@ -508,7 +510,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         let soft = deadline_after(now, terms.duration);
         let hard = deadline_after(soft, terms.grace);
         let end = Arc::new(EndCell::default());
-        fx.notes.push(Note::Leased {
+        fx.note(|| Note::Leased {
             id,
             owner: terms.owner.clone(),
             pool: slot.seq,
@@ -578,7 +580,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         record.end.set(LeaseEnd::Released);
         if record.pending > 0 {
             record.draining = true;
-            fx.notes.push(Note::Draining {
+            fx.note(|| Note::Draining {
                 id: record.id,
                 pending: record.pending,
             });
@@ -599,7 +601,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             fx.shutdown.push(record.pool.pool);
             Finalised::ShutDown
         };
-        fx.notes.push(Note::Finalised {
+        fx.note(|| Note::Finalised {
             id: record.id,
             pool,
             outcome,
@@ -631,7 +633,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         record.soft = deadline_after(now, duration);
         record.hard = deadline_after(record.soft, record.grace);
         record.soft_warned = false;
-        fx.notes.push(Note::Renewed {
+        fx.note(|| Note::Renewed {
             id: record.id,
             duration,
         });
@@ -683,7 +685,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             return;
         };
         record.end.set(LeaseEnd::Expired);
-        fx.notes.push(Note::Revoked {
+        fx.note(|| Note::Revoked {
             id: record.id,
             owner: record.owner.clone(),
             pool: record.pool.seq,
@@ -718,7 +720,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             if let Some(slot) = self.idle.remove(index) {
                 fx.shutdown.push(slot.pool);
             }
-            fx.notes.push(Note::Retired {
+            fx.note(|| Note::Retired {
                 pool: seq,
                 lease: None,
                 reason: reason.to_owned(),
@@ -731,7 +733,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         {
             if let Some(record) = self.leases.remove(&key) {
                 record.end.set(LeaseEnd::Broken);
-                fx.notes.push(Note::Retired {
+                fx.note(|| Note::Retired {
                     pool: seq,
                     lease: Some(record.id),
                     reason: reason.to_owned(),
@@ -795,7 +797,7 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// A planned creation succeeded.
     pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) {
-        fx.notes.push(Note::Created { pool: slot.seq });
+        fx.note(|| Note::Created { pool: slot.seq });
         if !self.in_creation.remove(&slot.seq) {
             // Planned by a run that was stopped.
             fx.shutdown.push(slot.pool);
@@ -817,7 +819,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             return;
         }
         self.creating = self.creating.saturating_sub(1);
-        fx.notes.push(Note::Retired {
+        fx.note(|| Note::Retired {
             pool: seq,
             lease: None,
             reason: reason.to_owned(),
@@ -840,7 +842,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                 );
             }
         }
-        fx.notes.push(Note::CreateFailed { error });
+        fx.note(|| Note::CreateFailed { error });
         // Other waiters may still need a pool: try again (the manager paces
         // retries with the back-off).
         self.request_capacity(fx);
@@ -861,7 +863,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             let spared = self.spared_waiters();
             for waiter in self.waiters.take_timed_out(now, spared) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
-                fx.notes.push(Note::WaiterTimedOut { waited: timeout });
+                fx.note(|| Note::WaiterTimedOut { waited: timeout });
                 fx.wake.push(
                     self.waiters
                         .resolve(waiter, Resolution::Failed(Error::Timeout(timeout))),
@@ -870,7 +872,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             for record in self.leases.values_mut() {
                 if !record.soft_warned && now >= record.soft {
                     record.soft_warned = true;
-                    fx.notes.push(Note::SoftExpired {
+                    fx.note(|| Note::SoftExpired {
                         id: record.id,
                         owner: record.owner.clone(),
                     });
@@ -880,7 +882,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                 let Some(slot) = self.idle.pop_back() else {
                     break;
                 };
-                fx.notes.push(Note::Shrunk { pool: slot.seq });
+                fx.note(|| Note::Shrunk { pool: slot.seq });
                 fx.shutdown.push(slot.pool);
             }
         }

@@ -6,9 +6,10 @@
 //! out, stop, creation error), or cancelled because its future was dropped.
 //! Its outcome is parked in `resolved` until the waiter picks it up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::seqmap::SeqMap;
 use super::{Grant, LeaseTerms};
 use crate::Error;
 
@@ -33,7 +34,7 @@ pub(crate) enum Resolution {
 #[derive(Debug)]
 pub(crate) struct WaitQueue<S> {
     queue: VecDeque<Waiter<S>>,
-    resolved: HashMap<u64, Resolution>,
+    resolved: SeqMap<Resolution>,
     next_id: u64,
 }
 
@@ -41,7 +42,7 @@ impl<S> WaitQueue<S> {
     pub(crate) fn new() -> Self {
         WaitQueue {
             queue: VecDeque::new(),
-            resolved: HashMap::new(),
+            resolved: SeqMap::default(),
             next_id: 0,
         }
     }
