@@ -4,13 +4,12 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use event_listener::{Event, EventListener, Listener};
 
 use crate::config;
 use crate::manager::Inner;
+use crate::signal::WakeSlot;
 use crate::state::{AcquireRequest, AcquireStep, LeaseTerms, Resolution};
 use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
 
@@ -94,12 +93,10 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
             if let Some(result) = future.step() {
                 return result;
             }
-            match future.listener.take() {
-                Some(listener) => listener.wait(),
-                None => {
-                    if let Stage::Waiting { event, .. } = &future.stage {
-                        future.listener = Some(event.listen());
-                    }
+            if let Stage::Waiting { signal, .. } = &future.stage {
+                if !signal.register_thread() {
+                    // A stale unpark only loops: the outcome is the truth.
+                    std::thread::park();
                 }
             }
         }
@@ -147,7 +144,6 @@ impl<B: ExecutorBackend> IntoFuture for Acquire<'_, B> {
         AcquireFuture {
             inner: self.manager.inner.clone(),
             stage,
-            listener: None,
         }
     }
 }
@@ -155,7 +151,7 @@ impl<B: ExecutorBackend> IntoFuture for Acquire<'_, B> {
 enum Stage {
     Init(AcquireRequest),
     Failed(Error),
-    Waiting { id: u64, event: Arc<Event> },
+    Waiting { id: u64, signal: Arc<WakeSlot> },
     Done,
 }
 
@@ -165,7 +161,6 @@ enum Stage {
 pub struct AcquireFuture<B: ExecutorBackend> {
     inner: Arc<Inner<B>>,
     stage: Stage,
-    listener: Option<EventListener>,
 }
 
 impl<B: ExecutorBackend> fmt::Debug for AcquireFuture<B> {
@@ -188,14 +183,14 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
     fn step(&mut self) -> Option<Result<ExecutorLease<B>, Error>> {
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Init(request) => {
-                let mut event = None;
+                let mut created = None;
                 let step = self.inner.transition(|state, fx| {
                     state.acquire(
                         request,
                         Instant::now(),
                         || {
-                            let signal = Arc::new(Event::new());
-                            event = Some(signal.clone());
+                            let signal = Arc::new(WakeSlot::default());
+                            created = Some(signal.clone());
                             signal
                         },
                         fx,
@@ -206,9 +201,8 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                         Some(Ok(ExecutorLease::new(self.inner.clone(), grant)))
                     }
                     Ok(AcquireStep::Queued(id)) => {
-                        let event = event.expect("a queued waiter has a signal");
-                        self.listener = Some(event.listen());
-                        self.stage = Stage::Waiting { id, event };
+                        let signal = created.expect("a queued waiter has a signal");
+                        self.stage = Stage::Waiting { id, signal };
                         // The resolution may already be there (a pool was
                         // created or released between the two calls).
                         self.step()
@@ -217,7 +211,7 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                 }
             }
             Stage::Failed(error) => Some(Err(error)),
-            Stage::Waiting { id, event } => {
+            Stage::Waiting { id, signal } => {
                 let resolution = self.inner.core().state.take_resolution(id);
                 match resolution {
                     Some(Resolution::Granted(grant)) => {
@@ -225,7 +219,7 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                     }
                     Some(Resolution::Failed(error)) => Some(Err(error)),
                     None => {
-                        self.stage = Stage::Waiting { id, event };
+                        self.stage = Stage::Waiting { id, signal };
                         None
                     }
                 }
@@ -241,19 +235,11 @@ impl<B: ExecutorBackend> Future for AcquireFuture<B> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             if let Some(result) = self.step() {
-                self.listener = None;
                 return Poll::Ready(result);
             }
-            match &mut self.listener {
-                Some(listener) => {
-                    ready!(Pin::new(listener).poll(cx));
-                    self.listener = None;
-                }
-                None => {
-                    if let Stage::Waiting { event, .. } = &self.stage {
-                        let listener = event.listen();
-                        self.listener = Some(listener);
-                    }
+            if let Stage::Waiting { signal, .. } = &self.stage {
+                if !signal.register_waker(cx.waker()) {
+                    return Poll::Pending;
                 }
             }
         }

@@ -13,7 +13,7 @@ use event_listener::Event;
 use crate::backend::{BrokenSignal, LiveWorkers};
 use crate::checker::{self, CheckerSignal};
 use crate::job::JobSink;
-use crate::signal::{Gate, StartGate, wait_for, wait_for_blocking};
+use crate::signal::{Gate, StartGate, WakeSlot, wait_for, wait_for_blocking};
 use crate::state::{Effects, LeaseState, Limits, Note, Phase, PoolSlot};
 use crate::{
     Acquire, BackendPool, Error, ExecutorBackend, LeaseId, ManagerBuilder, ManagerConfig,
@@ -22,8 +22,8 @@ use crate::{
 
 /// The pool handle the state machine moves around.
 pub(crate) type PoolRef<B> = Arc<<B as ExecutorBackend>::Pool>;
-pub(crate) type State<B> = LeaseState<PoolRef<B>, Arc<Event>>;
-pub(crate) type Fx<B> = Effects<PoolRef<B>, Arc<Event>>;
+pub(crate) type State<B> = LeaseState<PoolRef<B>, Arc<WakeSlot>>;
+pub(crate) type Fx<B> = Effects<PoolRef<B>, Arc<WakeSlot>>;
 
 const LOG_TARGET: &str = "leasepool";
 
@@ -360,7 +360,7 @@ impl<B: ExecutorBackend> Inner<B> {
             pool.shutdown();
         }
         for signal in fx.wake {
-            signal.notify(usize::MAX);
+            signal.notify();
         }
         if fx.wake_checker {
             self.checker.kick();
@@ -680,7 +680,7 @@ impl<B: ExecutorBackend> Drop for Inner<B> {
             pool.shutdown();
         }
         for signal in fx.wake {
-            signal.notify(usize::MAX);
+            signal.notify();
         }
     }
 }

@@ -4,7 +4,9 @@
 //! again, then sleep. A notification sent between the two checks reaches the
 //! registered listener, so no wake-up is lost and nothing polls.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::thread::Thread;
 
 use event_listener::{Event, Listener};
 
@@ -72,5 +74,69 @@ impl<T: Clone> Gate<T> {
 
     pub(crate) fn wait_blocking(&self) -> T {
         wait_for_blocking(&self.event, || self.get())
+    }
+}
+
+/// Wakes one queued acquirer: the waker of its task or its parked thread.
+///
+/// The outcome itself is parked in the state under the manager's lock;
+/// this only wakes. `notify` takes the waiter under this small lock and
+/// wakes it after unlocking, so the woken side never collides with it. A
+/// notification that arrives before the waiter registers is remembered
+/// (`notified`), so none is lost.
+#[derive(Debug, Default)]
+pub(crate) struct WakeSlot {
+    cell: Mutex<WakeCell>,
+}
+
+#[derive(Debug, Default)]
+struct WakeCell {
+    notified: bool,
+    waker: Option<Waker>,
+    thread: Option<Thread>,
+}
+
+impl WakeSlot {
+    fn cell(&self) -> MutexGuard<'_, WakeCell> {
+        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn notify(&self) {
+        let (waker, thread) = {
+            let mut cell = self.cell();
+            cell.notified = true;
+            (cell.waker.take(), cell.thread.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if let Some(thread) = thread {
+            thread.unpark();
+        }
+    }
+
+    /// Registers `waker`, unless a notification came since the last call:
+    /// then returns true (look for the outcome again) and registers nothing.
+    pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
+        let mut cell = self.cell();
+        if std::mem::take(&mut cell.notified) {
+            return true;
+        }
+        match &cell.waker {
+            Some(current) if current.will_wake(waker) => {}
+            _ => cell.waker = Some(waker.clone()),
+        }
+        false
+    }
+
+    /// Like [`register_waker`](Self::register_waker), for the current thread
+    /// (which then parks).
+    pub(crate) fn register_thread(&self) -> bool {
+        let mut cell = self.cell();
+        if std::mem::take(&mut cell.notified) {
+            return true;
+        }
+        cell.thread = Some(std::thread::current());
+        false
     }
 }

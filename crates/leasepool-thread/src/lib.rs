@@ -35,6 +35,7 @@
 
 mod backend;
 mod pool;
+mod queue;
 mod worker;
 
 pub use backend::ThreadBackend;

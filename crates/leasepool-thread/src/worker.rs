@@ -1,15 +1,12 @@
 //! The loop each worker thread runs.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use crossbeam_channel::Receiver;
-use leasepool_core::{BrokenSignal, Task, WorkerGuard, WorkerInitializer};
+use leasepool_core::{BrokenSignal, WorkerGuard, WorkerInitializer};
 
 use crate::pool::PoolShared;
 
 pub(crate) struct Worker {
-    pub(crate) receiver: Receiver<Task>,
     pub(crate) shared: Arc<PoolShared>,
     pub(crate) initializer: Option<WorkerInitializer>,
     pub(crate) broken: BrokenSignal,
@@ -58,16 +55,12 @@ impl Worker {
     }
 
     /// Runs jobs until the queue closes. Once the pool is broken, jobs fail
-    /// with `Error::Broken`; once it is shut down, queued jobs are dropped
-    /// (cancelled).
+    /// with `Error::Broken` instead of running.
     fn serve(&self) {
-        while let Ok(task) = self.receiver.recv() {
-            if let Some(error) = self.shared.broken_error() {
-                task.fail(error);
-            } else if self.shared.closed.load(Ordering::Acquire) {
-                drop(task);
-            } else {
-                task.run();
+        while let Some(task) = self.shared.queue.pop() {
+            match self.shared.broken_error() {
+                Some(error) => task.fail(error),
+                None => task.run(),
             }
         }
     }
