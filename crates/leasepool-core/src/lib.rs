@@ -14,8 +14,9 @@
 //!   backends implement;
 //! - [`Error`] and the [`ManagerStats`] snapshot.
 //!
-//! No async runtime is a dependency: futures wake through
-//! `event-listener`, and timers are the checker thread's deadline.
+//! No async runtime is a dependency: futures are woken through their own
+//! `Waker`s (or `event-listener` where many may wait), and timers are the
+//! checker thread's deadline.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
