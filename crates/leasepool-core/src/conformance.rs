@@ -23,13 +23,19 @@
 //! Or call the scenario functions below from your own tests. Every scenario
 //! uses the blocking API, so no async runtime is needed, and waits for
 //! conditions with a generous deadline (never a bare sleep).
+//!
+//! The `call_*` scenarios need only [`ExecutorBackend`]: they run plain
+//! functions ([`square`], [`panics`], [`sleep_ms`]) through `call`, so they
+//! also check backends that run work out of process (register those three
+//! functions in the worker's registry). The others submit closures and need
+//! a [`LocalBackend`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{Error, LeaseEnd, LeasedExecutorManager, LocalBackend};
+use crate::{Error, ExecutorBackend, LeaseEnd, LeasedExecutorManager, LocalBackend};
 
 /// How long a scenario waits for something that should happen soon.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -45,7 +51,7 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn manager<B: LocalBackend>(
+fn manager<B: ExecutorBackend>(
     backend: B,
     prefix: &str,
     max_pools: usize,
@@ -66,7 +72,7 @@ fn manager<B: LocalBackend>(
 /// Stops `manager` on another thread and fails if it does not return
 /// within [`PATIENCE`]: a backend that keeps a worker guard alive would
 /// hang `stop()`.
-fn stop_bounded<B: LocalBackend>(manager: LeasedExecutorManager<B>) {
+fn stop_bounded<B: ExecutorBackend>(manager: LeasedExecutorManager<B>) {
     let (done, stopped) = mpsc::channel();
     std::thread::spawn(move || {
         manager.stop_blocking();
@@ -273,6 +279,161 @@ pub fn stop_shuts_down<B: LocalBackend>(make: impl Fn() -> B) {
     assert_eq!(m.total_count(), 0);
 }
 
+// ----- the `call` form: every backend, the process backend included -----
+
+/// Registered functions the `call` scenarios use. A backend that runs
+/// calls elsewhere (worker processes) must have them in its registry, e.g.
+/// `Registry::new().register(conformance::square).register(conformance::panics).register(conformance::sleep_ms)`.
+pub fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Panics with "conformance boom".
+pub fn panics(_: ()) -> u64 {
+    panic!("conformance boom")
+}
+
+/// Sleeps `ms` milliseconds, then returns `ms`.
+pub fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// `call` returns the function's own result, also through the executor
+/// proxy and for many calls at once.
+pub fn call_round_trip<B: ExecutorBackend>(make: impl Fn() -> B) {
+    let m = manager(make(), "cf-call", 1, 2);
+    let lease = m.acquire().blocking().expect("acquire");
+    let handles: Vec<_> = (0..16u64)
+        .map(|x| lease.submit_call(square, x).expect("submit_call"))
+        .collect();
+    for (x, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.wait(), Ok((x * x) as u64));
+    }
+    assert_eq!(
+        lease
+            .executor()
+            .submit_call(square, 12)
+            .expect("proxy")
+            .wait(),
+        Ok(144)
+    );
+    drop(lease);
+    stop_bounded(m);
+}
+
+/// A panicking call fails with `Error::Panicked` carrying its message, and
+/// the pool keeps serving.
+pub fn call_panics_are_contained<B: ExecutorBackend>(make: impl Fn() -> B) {
+    let m = manager(make(), "cf-cpanic", 1, 1);
+    let lease = m.acquire().blocking().expect("acquire");
+    let result = lease.submit_call(panics, ()).expect("submit_call").wait();
+    assert_eq!(result, Err(Error::Panicked("conformance boom".to_owned())));
+    assert_eq!(
+        lease.submit_call(square, 3).expect("submit_call").wait(),
+        Ok(9)
+    );
+    assert_eq!(lease.ended(), None, "a panic must not end the lease");
+    drop(lease);
+    stop_bounded(m);
+}
+
+/// A lease released with a call still running drains, and the pool comes
+/// back only after the call ends.
+pub fn call_release_drains<B: ExecutorBackend>(make: impl Fn() -> B) {
+    let m = manager(make(), "cf-cdrain", 1, 1);
+    let lease = m.acquire().blocking().expect("acquire");
+    let exec = lease.executor();
+    let running = lease.submit_call(sleep_ms, 300).expect("submit_call");
+    drop(lease);
+    assert_eq!(m.leased_count(), 1, "a draining lease keeps its pool");
+    assert!(matches!(
+        exec.submit_call(square, 2),
+        Err(Error::LeaseExpired {
+            reason: LeaseEnd::Released,
+            ..
+        })
+    ));
+    assert!(matches!(
+        m.acquire().wait(false).blocking(),
+        Err(Error::Unavailable { .. })
+    ));
+    assert_eq!(running.wait(), Ok(300));
+    let next = m
+        .acquire()
+        .timeout(PATIENCE)
+        .blocking()
+        .expect("the pool came back");
+    drop(next);
+    stop_bounded(m);
+}
+
+/// Past hard expiry the lease is revoked: calls fail with `LeaseExpired`,
+/// a queued call never runs, and replacement capacity appears. (The
+/// running call finishes, or fails with `Broken` on a backend that kills
+/// revoked work.)
+pub fn call_expiry_revokes<B: ExecutorBackend>(make: impl Fn() -> B) {
+    let m = manager(make(), "cf-cexpire", 1, 1);
+    let lease = m
+        .acquire()
+        .lease(Duration::from_millis(150))
+        .blocking()
+        .expect("acquire");
+    let running = lease.submit_call(sleep_ms, 600).expect("submit_call");
+    let queued = lease.submit_call(square, 5).expect("submit_call");
+    eventually("the lease to be revoked", || {
+        lease.ended() == Some(LeaseEnd::Expired)
+    });
+    assert!(matches!(
+        lease.submit_call(square, 1),
+        Err(Error::LeaseExpired {
+            reason: LeaseEnd::Expired,
+            ..
+        })
+    ));
+    let replacement = m
+        .acquire()
+        .timeout(PATIENCE)
+        .blocking()
+        .expect("replacement pool");
+    assert_eq!(
+        replacement
+            .submit_call(square, 4)
+            .expect("submit_call")
+            .wait(),
+        Ok(16)
+    );
+    assert!(matches!(running.wait(), Ok(600) | Err(Error::Broken(_))));
+    assert!(matches!(
+        queued.wait(),
+        Err(Error::Cancelled) | Err(Error::Broken(_))
+    ));
+    drop(replacement);
+    drop(lease);
+    stop_bounded(m);
+}
+
+/// `stop()` cancels queued calls, lets the running one finish, ends
+/// leases, and returns once every worker has released its guard.
+pub fn call_stop_shuts_down<B: ExecutorBackend>(make: impl Fn() -> B) {
+    let m = manager(make(), "cf-cstop", 1, 1);
+    let lease = m.acquire().blocking().expect("acquire");
+    let running = lease.submit_call(sleep_ms, 300).expect("submit_call");
+    let queued = lease.submit_call(square, 6).expect("submit_call");
+    stop_bounded(m.clone());
+    assert!(matches!(
+        lease.submit_call(square, 1),
+        Err(Error::LeaseExpired {
+            reason: LeaseEnd::Stopped,
+            ..
+        })
+    ));
+    assert_eq!(running.wait(), Ok(300));
+    assert_eq!(queued.wait(), Err(Error::Cancelled));
+    assert!(!m.is_started());
+    assert_eq!(m.total_count(), 0);
+}
+
 /// Expands to one `#[test]` per conformance scenario for a backend.
 ///
 /// ```ignore
@@ -304,6 +465,26 @@ macro_rules! backend_conformance_tests {
         #[test]
         fn conformance_stop_shuts_down() {
             $crate::conformance::stop_shuts_down($make);
+        }
+        #[test]
+        fn conformance_call_round_trip() {
+            $crate::conformance::call_round_trip($make);
+        }
+        #[test]
+        fn conformance_call_panics_are_contained() {
+            $crate::conformance::call_panics_are_contained($make);
+        }
+        #[test]
+        fn conformance_call_release_drains() {
+            $crate::conformance::call_release_drains($make);
+        }
+        #[test]
+        fn conformance_call_expiry_revokes() {
+            $crate::conformance::call_expiry_revokes($make);
+        }
+        #[test]
+        fn conformance_call_stop_shuts_down() {
+            $crate::conformance::call_stop_shuts_down($make);
         }
     };
     (make: $make:expr, breaking: $breaking:expr $(,)?) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use leasepool_core::{
     BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeasedExecutorManager, PoolContext,
-    Task, function_name,
+    Task, conformance, function_name,
 };
 use leasepool_process::{ProcessBackend, ProcessLogging, Registry, init};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,9 @@ fn registry() -> Registry {
         .register(log_something)
         .register(to_stderr)
         .register(takes_unencodable)
+        .register(conformance::square)
+        .register(conformance::panics)
+        .register(conformance::sleep_ms)
         .initializer(check_init);
     if std::env::var_os("LP_TEST_EXTRA").is_some() {
         registry.register(extra)
@@ -726,6 +729,26 @@ fn main() {
             closures_and_bad_options_are_refused,
         ),
         ("log_forwarding", log_forwarding),
+        ("conformance_call_round_trip", || {
+            conformance::call_round_trip(ProcessBackend::new);
+            Ok(())
+        }),
+        ("conformance_call_panics_are_contained", || {
+            conformance::call_panics_are_contained(ProcessBackend::new);
+            Ok(())
+        }),
+        ("conformance_call_release_drains", || {
+            conformance::call_release_drains(ProcessBackend::new);
+            Ok(())
+        }),
+        ("conformance_call_expiry_revokes", || {
+            conformance::call_expiry_revokes(ProcessBackend::new);
+            Ok(())
+        }),
+        ("conformance_call_stop_shuts_down", || {
+            conformance::call_stop_shuts_down(ProcessBackend::new);
+            Ok(())
+        }),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
