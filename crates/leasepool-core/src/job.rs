@@ -57,7 +57,9 @@ struct Cell<T> {
 pub(crate) struct JobShared<T> {
     state: AtomicU8,
     cell: Mutex<Cell<T>>,
-    lease: Option<LeaseLink>,
+    /// Who counts this job; moved from the grinder to a lease when a
+    /// batch hands the job to its pool.
+    lease: Mutex<Option<LeaseLink>>,
 }
 
 impl<T> JobShared<T> {
@@ -69,7 +71,7 @@ impl<T> JobShared<T> {
                 waker: None,
                 thread: None,
             }),
-            lease,
+            lease: Mutex::new(lease),
         })
     }
 
@@ -79,6 +81,11 @@ impl<T> JobShared<T> {
 
     pub(crate) fn is_queued(&self) -> bool {
         self.state.load(Ordering::Acquire) == QUEUED
+    }
+
+    /// Makes `link` count this job instead of whoever counted it so far.
+    pub(crate) fn relink(&self, link: LeaseLink) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(link);
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -115,7 +122,12 @@ impl<T> JobShared<T> {
     /// Settles the lease count, then makes the result visible and wakes
     /// the waiter (outside the lock).
     fn publish(&self, result: Result<T, Error>) {
-        if let Some(link) = &self.lease {
+        let link = self
+            .lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(link) = link {
             if let Some(sink) = link.sink.upgrade() {
                 sink.job_finished(link.key, matches!(result, Err(Error::Cancelled)));
             }

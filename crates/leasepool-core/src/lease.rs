@@ -61,6 +61,18 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         Ok(handle)
     }
 
+    /// Runs an existing task (a grinder item) on the leased pool, counted
+    /// against the lease; a rejected task is failed with the lease's error.
+    fn execute_task(&self, task: Task) {
+        match self.begin_job() {
+            Ok(pool) => {
+                task.relink(self.link());
+                pool.execute(task);
+            }
+            Err(error) => task.fail(error),
+        }
+    }
+
     fn submit_call<F, A, R>(&self, f: F, argument: A) -> Result<JobHandle<R>, Error>
     where
         F: CallFn<A, R>,
@@ -216,6 +228,11 @@ impl<B: ExecutorBackend> ExecutorLease<B> {
         self.handle.end.get()
     }
 
+    /// Runs an existing task on the leased pool, counted against the lease.
+    pub(crate) fn execute_task(&self, task: Task) {
+        self.handle.execute_task(task);
+    }
+
     /// A cloneable proxy that can submit work to the leased pool (and
     /// nothing else: it cannot shut the pool down).
     pub fn executor(&self) -> LeasedExecutor<B> {
@@ -325,6 +342,15 @@ impl<B: ExecutorBackend> LeasedExecutor<B> {
     /// Why the lease no longer accepts work, or `None` while it does.
     pub fn ended(&self) -> Option<LeaseEnd> {
         self.handle.end.get()
+    }
+
+    /// Submits a closure on any backend (a grinder puller; only used when
+    /// the batch holds closure items, which need a local backend).
+    pub(crate) fn submit_any<F>(&self, f: F) -> Result<JobHandle<()>, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.handle.submit(f)
     }
 
     /// Runs `f(argument)` on the leased pool; see [`ExecutorLease::call`].

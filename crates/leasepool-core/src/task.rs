@@ -79,6 +79,16 @@ impl Task {
         self.inner.is_cancelled()
     }
 
+    /// Makes `link` (a lease) count this job from now on.
+    pub(crate) fn relink(&self, link: LeaseLink) {
+        self.inner.relink(link);
+    }
+
+    /// True for a `call` job (it can leave the process).
+    pub(crate) fn is_call(&self) -> bool {
+        self.inner.is_call()
+    }
+
     /// For backends that run jobs out of process: the job as a function
     /// name and a serialisable argument, if it was submitted with `call`.
     /// A closure job (from `submit` or `run`) comes back as `Err(self)`;
@@ -124,6 +134,8 @@ trait Runnable: Send {
     fn fail(self: Box<Self>, error: Error);
     fn is_cancelled(&self) -> bool;
     fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>>;
+    fn relink(&self, link: LeaseLink);
+    fn is_call(&self) -> bool;
 }
 
 struct ClosureTask<F, T> {
@@ -157,6 +169,14 @@ where
 
     fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>> {
         Err(self)
+    }
+
+    fn relink(&self, link: LeaseLink) {
+        self.shared.relink(link);
+    }
+
+    fn is_call(&self) -> bool {
+        false
     }
 }
 
@@ -210,6 +230,14 @@ where
             argument,
             self.shared.clone(),
         ))
+    }
+
+    fn relink(&self, link: LeaseLink) {
+        self.shared.relink(link);
+    }
+
+    fn is_call(&self) -> bool {
+        true
     }
 }
 

@@ -694,6 +694,54 @@ fn log_forwarding() -> Outcome {
     Ok(())
 }
 
+/// The grinder batches `call` items into process pools: each item's own
+/// result, a panic confined to its item, and a worker crash giving the
+/// items that did not run a `Broken` error.
+fn grinder_batches_calls() -> Outcome {
+    use leasepool_core::{StopMode, WorkGrinder};
+    let m = LeasedExecutorManager::builder(ProcessBackend::new())
+        .max_pools(1)
+        .workers_per_pool(2)
+        .name_prefix("lp-grind")
+        .build()
+        .map_err(|e| e.to_string())?;
+    m.start_blocking().map_err(|e| e.to_string())?;
+    let g = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(8)
+        .max_wait(Duration::from_millis(20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    g.start_blocking().map_err(|e| e.to_string())?;
+    let handles: Vec<_> = (0..8u64)
+        .map(|x| g.enqueue_call(conformance::square, x))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for (x, handle) in handles.into_iter().enumerate() {
+        let x = x as u64;
+        if handle.wait() != Ok(x * x) {
+            return Err(format!("item {x} got the wrong result"));
+        }
+    }
+    let panicked = g
+        .enqueue_call(conformance::panics, ())
+        .map_err(|e| e.to_string())?;
+    let fine = g
+        .enqueue_call(conformance::square, 9)
+        .map_err(|e| e.to_string())?;
+    if panicked.wait() != Err(Error::Panicked("conformance boom".to_owned())) {
+        return Err("a panicking item should fail with Panicked".into());
+    }
+    if fine.wait() != Ok(81) {
+        return Err("a panic must not affect the other items".into());
+    }
+    if futures_lite::future::block_on(g.submit_call(conformance::square, 12)) != Ok(144) {
+        return Err("submit_call".into());
+    }
+    g.stop_blocking(StopMode::Drain);
+    m.stop_blocking();
+    Ok(())
+}
+
 // --------------------------------------------------------------------- main
 
 fn main() {
@@ -729,6 +777,10 @@ fn main() {
             closures_and_bad_options_are_refused,
         ),
         ("log_forwarding", log_forwarding),
+        (
+            "grinder_batches_calls_into_worker_processes",
+            grinder_batches_calls,
+        ),
         ("conformance_call_round_trip", || {
             conformance::call_round_trip(ProcessBackend::new);
             Ok(())

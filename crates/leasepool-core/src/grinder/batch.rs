@@ -16,16 +16,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use super::GrinderInner;
-use crate::{AcquireFuture, Error, ExecutorLease, LocalBackend, Task};
+use crate::{AcquireFuture, Error, ExecutorBackend, ExecutorLease, Task};
 
 /// A batch whose lease has not been granted yet.
-pub(super) struct Waiting<B: LocalBackend> {
+pub(super) struct Waiting<B: ExecutorBackend> {
     number: u64,
     tasks: Vec<Task>,
     acquire: Pin<Box<AcquireFuture<B>>>,
 }
 
-impl<B: LocalBackend> Waiting<B> {
+impl<B: ExecutorBackend> Waiting<B> {
     pub(super) fn new(inner: &GrinderInner<B>, number: u64, tasks: Vec<Task>) -> Self {
         let owner = format!("{}-batch-{number}", inner.owner_prefix);
         log::debug!(target: "leasepool", "grinder batch {number}: {} items, leasing as {owner}", tasks.len());
@@ -80,7 +80,7 @@ fn fail_all(tasks: Vec<Task>, error: &Error) {
 }
 
 /// A batch on its lease: shared by its pullers.
-struct Running<B: LocalBackend> {
+struct Running<B: ExecutorBackend> {
     inner: Arc<GrinderInner<B>>,
     number: u64,
     queue: Mutex<VecDeque<Task>>,
@@ -88,7 +88,7 @@ struct Running<B: LocalBackend> {
     pullers_left: AtomicUsize,
 }
 
-impl<B: LocalBackend> Running<B> {
+impl<B: ExecutorBackend> Running<B> {
     fn next(&self) -> Option<Task> {
         self.queue
             .lock()
@@ -129,9 +129,9 @@ impl<B: LocalBackend> Running<B> {
 
 /// Held by each puller job; the last one to drop ends the batch, whether
 /// its job ran, failed, or was dropped unrun.
-struct PullerGuard<B: LocalBackend>(Arc<Running<B>>);
+struct PullerGuard<B: ExecutorBackend>(Arc<Running<B>>);
 
-impl<B: LocalBackend> Drop for PullerGuard<B> {
+impl<B: ExecutorBackend> Drop for PullerGuard<B> {
     fn drop(&mut self) {
         if self.0.pullers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.finish();
@@ -139,21 +139,38 @@ impl<B: LocalBackend> Drop for PullerGuard<B> {
     }
 }
 
-fn launch<B: LocalBackend>(
+fn launch<B: ExecutorBackend>(
     inner: &Arc<GrinderInner<B>>,
     number: u64,
     lease: ExecutorLease<B>,
     tasks: Vec<Task>,
 ) {
-    let pullers = lease.workers().min(tasks.len()).max(1);
+    // `call` items go to the pool one by one, counted against the lease (a
+    // process pool sends each to a worker). Closure items (only possible on
+    // in-process backends) are taken by puller jobs.
+    let (calls, closures): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(Task::is_call);
+    for task in calls {
+        lease.execute_task(task);
+    }
+    let pullers = if closures.is_empty() {
+        0
+    } else {
+        lease.workers().min(closures.len()).max(1)
+    };
     let executor = lease.executor();
     let batch = Arc::new(Running {
         inner: inner.clone(),
         number,
-        queue: Mutex::new(tasks.into()),
+        queue: Mutex::new(closures.into()),
         lease: Mutex::new(Some(lease)),
         pullers_left: AtomicUsize::new(pullers),
     });
+    if pullers == 0 {
+        // Releasing now lets the lease drain: its pool returns once the
+        // calls end.
+        batch.finish();
+        return;
+    }
     for _ in 0..pullers {
         let guard = PullerGuard(batch.clone());
         let executor_in_job = executor.clone();
@@ -169,7 +186,8 @@ fn launch<B: LocalBackend>(
             }
         };
         // A rejected submission drops the puller, and with it its guard.
-        if let Ok(handle) = executor.submit(puller) {
+        // No lock is held here: a backend may run the puller inline.
+        if let Ok(handle) = executor.submit_any(puller) {
             drop(handle); // detached: the guard reports the end
         }
     }

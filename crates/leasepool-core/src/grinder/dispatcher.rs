@@ -12,9 +12,9 @@ use super::batch::Waiting;
 use super::queue::Phase;
 use super::{GrinderInner, Signal, StopMode};
 use crate::state::deadline_after;
-use crate::{Error, LocalBackend, Task};
+use crate::{Error, ExecutorBackend, Task};
 
-pub(super) fn spawn<B: LocalBackend>(inner: Arc<GrinderInner<B>>) -> Result<(), Error> {
+pub(super) fn spawn<B: ExecutorBackend>(inner: Arc<GrinderInner<B>>) -> Result<(), Error> {
     let name = format!("{}-dispatch", inner.owner_prefix);
     let weak = Arc::downgrade(&inner);
     let signal = inner.signal.clone();
@@ -47,7 +47,7 @@ enum Step {
     Exit,
 }
 
-fn run<B: LocalBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
+fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
     let waker = Waker::from(Arc::new(Kick(signal.clone())));
     let mut cx = Context::from_waker(&waker);
     let mut waiting: Vec<Waiting<B>> = Vec::new();
@@ -90,7 +90,7 @@ fn run<B: LocalBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
     }
 }
 
-fn next_step<B: LocalBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> Step {
+fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> Step {
     let now = Instant::now();
     let max_batches = inner.manager.config().max_pools();
     let mut queue = inner.queue();

@@ -94,7 +94,7 @@ impl<B: ExecutorBackend> fmt::Debug for GrinderBuilder<B> {
     }
 }
 
-impl<B: LocalBackend> GrinderBuilder<B> {
+impl<B: ExecutorBackend> GrinderBuilder<B> {
     /// Pending items that start a batch at once (default 20).
     pub fn batch_size_threshold(mut self, n: usize) -> Self {
         self.batch_size_threshold = n;
@@ -261,7 +261,7 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
     }
 }
 
-impl<B: LocalBackend> WorkGrinder<B> {
+impl<B: ExecutorBackend> WorkGrinder<B> {
     /// Starts the dispatcher. Calling it while started does nothing; a
     /// stopped grinder can be started again (after `stop` has returned).
     pub async fn start(&self) -> Result<(), Error> {
@@ -312,28 +312,6 @@ impl<B: LocalBackend> WorkGrinder<B> {
         }
     }
 
-    /// Queues `f` and returns its handle at once; callable from any thread.
-    /// Cancelling the handle before its batch runs it removes the item from
-    /// the queue.
-    pub fn enqueue<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        GrinderInner::enqueue(&self.inner, f)
-    }
-
-    /// Queues `f` when first polled and waits for its result. Dropping the
-    /// future before the item runs removes it from the queue.
-    pub fn submit<F, T>(&self, f: F) -> Run<T>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = self.inner.clone();
-        Run::on_first_poll(Box::new(move || GrinderInner::enqueue(&inner, f)))
-    }
-
     /// Queues the plain function call `f(argument)` (the `call` form, see
     /// [`ExecutorLease::call`](crate::ExecutorLease::call)) and returns its
     /// handle at once.
@@ -357,6 +335,30 @@ impl<B: LocalBackend> WorkGrinder<B> {
         Run::on_first_poll(Box::new(move || {
             GrinderInner::enqueue_task(&inner, |link| Task::with_call(f, argument, Some(link)))
         }))
+    }
+}
+
+impl<B: LocalBackend> WorkGrinder<B> {
+    /// Queues `f` and returns its handle at once; callable from any thread.
+    /// Cancelling the handle before its batch runs it removes the item from
+    /// the queue.
+    pub fn enqueue<F, T>(&self, f: F) -> Result<JobHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        GrinderInner::enqueue(&self.inner, f)
+    }
+
+    /// Queues `f` when first polled and waits for its result. Dropping the
+    /// future before the item runs removes it from the queue.
+    pub fn submit<F, T>(&self, f: F) -> Run<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Run::on_first_poll(Box::new(move || GrinderInner::enqueue(&inner, f)))
     }
 
     /// Queues `f` and blocks the current thread until its result arrives.
@@ -434,7 +436,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
     }
 }
 
-impl<B: LocalBackend> GrinderInner<B> {
+impl<B: ExecutorBackend> GrinderInner<B> {
     fn enqueue<F, T>(this: &Arc<Self>, f: F) -> Result<JobHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
