@@ -773,10 +773,3 @@ fn check_shutdown<P: Clone, S>(state: &LeaseState<P, S>, fx: &mut Effects<P, S>)
 pub(crate) fn downgrade<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<Inner<B>> {
     Arc::downgrade(inner)
 }
-
-#[allow(dead_code)]
-fn _assert_send_sync<B: ExecutorBackend>() {
-    fn is<T: Send + Sync>() {}
-    is::<LeasedExecutorManager<B>>();
-    let _ = Duration::ZERO;
-}
