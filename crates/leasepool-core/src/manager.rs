@@ -42,6 +42,17 @@ pub(crate) struct Core<B: ExecutorBackend> {
 }
 
 impl<B: ExecutorBackend> Core<B> {
+    /// The `stop` transition plus the manager's own state: pools waiting
+    /// for the checker join the ones to shut down, early broken reports and
+    /// a start in progress are forgotten. Returns how many leases ended.
+    fn stop(&mut self, fx: &mut Fx<B>) -> usize {
+        let ended = self.state.stop(fx);
+        fx.shutdown.append(&mut self.deferred);
+        self.early_broken.clear();
+        self.start_gate = None;
+        ended
+    }
+
     /// Applies a broken report that arrived while pool `seq` was being
     /// created. Call right after the pool is installed.
     fn installed(&mut self, seq: u64, now: Instant, fx: &mut Fx<B>) {
@@ -639,10 +650,7 @@ impl<B: ExecutorBackend> Inner<B> {
         let (live, was_running, ended) = {
             let mut core = self.core();
             let was_running = core.state.phase() != Phase::Stopped;
-            let ended = core.state.stop(&mut fx);
-            fx.shutdown.append(&mut core.deferred);
-            core.early_broken.clear();
-            core.start_gate = None;
+            let ended = core.stop(&mut fx);
             self.checker.next_generation();
             (core.live.clone(), was_running, ended)
         };
@@ -669,19 +677,13 @@ impl<B: ExecutorBackend> Drop for Inner<B> {
         // Dropped without stop(): shut pools down without waiting, and let
         // the checker thread (which holds only a weak reference) exit.
         let mut fx = self.effects();
-        {
-            let core = self.core.get_mut().unwrap_or_else(PoisonError::into_inner);
-            core.state.stop(&mut fx);
-            fx.shutdown.append(&mut core.deferred);
-        }
+        self.core
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stop(&mut fx);
         self.checker.next_generation();
         self.checker.kick();
-        for pool in fx.shutdown {
-            pool.shutdown();
-        }
-        for signal in fx.wake {
-            signal.notify();
-        }
+        self.apply(fx);
     }
 }
 
