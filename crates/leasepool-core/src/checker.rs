@@ -13,33 +13,28 @@
 //! a manager dropped without `stop()` still lets it exit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use event_listener::{Event, Listener};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::LiveWorkers;
 use crate::manager::{Inner, downgrade};
-use crate::signal::StartGate;
+use crate::signal::{Alarm, StartGate};
 use crate::{Error, ExecutorBackend, PoolContext};
 
 /// How the manager wakes and retires its checker thread.
 #[derive(Debug, Default)]
 pub(crate) struct CheckerSignal {
-    event: Event,
-    kicked: AtomicBool,
+    alarm: Alarm,
     generation: AtomicU64,
 }
 
 impl CheckerSignal {
-    /// Asks for a pass as soon as possible. Never lost: the flag is read
-    /// after the checker registers its listener.
+    /// Asks for a pass as soon as possible.
     pub(crate) fn kick(&self) {
-        self.kicked.store(true, Ordering::Release);
-        self.event.notify(1);
+        self.alarm.kick();
     }
 
-    /// Retires the running checker (it exits at its next wake) and returns
-    /// the generation for a new one.
+    /// Retires the running checker (it exits at its next wake; callers kick
+    /// it right after) and returns the generation for a new one.
     pub(crate) fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
@@ -85,15 +80,7 @@ pub(crate) fn spawn<B: ExecutorBackend>(
                     },
                     None => return,
                 };
-                let listener = signal.event.listen();
-                if signal.kicked.swap(false, Ordering::AcqRel) {
-                    continue;
-                }
-                if !signal.is_current(generation) {
-                    return;
-                }
-                listener.wait_deadline(deadline);
-                signal.kicked.store(false, Ordering::Release);
+                signal.alarm.sleep(Some(deadline));
             }
         })
         .map(drop)

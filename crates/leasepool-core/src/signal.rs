@@ -4,9 +4,11 @@
 //! again, then sleep. A notification sent between the two checks reaches the
 //! registered listener, so no wake-up is lost and nothing polls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::thread::Thread;
+use std::time::Instant;
 
 use event_listener::{Event, Listener};
 
@@ -138,5 +140,37 @@ impl WakeSlot {
         }
         cell.thread = Some(std::thread::current());
         false
+    }
+}
+
+/// Wakes a background thread (the checker, the grinder's dispatcher) that
+/// otherwise sleeps until a deadline. A kick sets a flag and notifies; the
+/// sleeper reads the flag after registering its listener, so no kick is
+/// lost, and a kick that came while it was awake makes its next sleep
+/// return at once.
+#[derive(Debug, Default)]
+pub(crate) struct Alarm {
+    event: Event,
+    kicked: AtomicBool,
+}
+
+impl Alarm {
+    pub(crate) fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Sleeps until kicked or until `deadline` (forever if `None`).
+    pub(crate) fn sleep(&self, deadline: Option<Instant>) {
+        let listener = self.event.listen();
+        if self.kicked.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        match deadline {
+            Some(at) => {
+                listener.wait_deadline(at);
+            }
+            None => listener.wait(),
+        }
     }
 }

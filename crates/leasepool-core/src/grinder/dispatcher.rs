@@ -1,16 +1,14 @@
 //! The dispatcher thread: decides when a batch is due, acquires its lease
 //! without blocking, and launches it.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 
-use event_listener::Listener;
-
 use super::batch::Waiting;
 use super::queue::Phase;
-use super::{GrinderInner, Signal, StopMode};
+use super::{GrinderInner, StopMode};
+use crate::signal::Alarm;
 use crate::state::deadline_after;
 use crate::{Error, ExecutorBackend, Task};
 
@@ -27,7 +25,7 @@ pub(super) fn spawn<B: ExecutorBackend>(inner: Arc<GrinderInner<B>>) -> Result<(
 }
 
 /// Wakes the dispatcher when a batch's lease request can make progress.
-struct Kick(Arc<Signal>);
+struct Kick(Arc<Alarm>);
 
 impl Wake for Kick {
     fn wake(self: Arc<Self>) {
@@ -47,7 +45,7 @@ enum Step {
     Exit,
 }
 
-fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
+fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Alarm>) {
     let waker = Waker::from(Arc::new(Kick(signal.clone())));
     let mut cx = Context::from_waker(&waker);
     let mut waiting: Vec<Waiting<B>> = Vec::new();
@@ -77,16 +75,7 @@ fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Signal>) {
                 Step::Sleep(deadline) => deadline,
             }
         };
-        let listener = signal.wake.listen();
-        if signal.kicked.swap(false, Ordering::AcqRel) {
-            continue;
-        }
-        match deadline {
-            Some(at) => {
-                listener.wait_deadline(at);
-            }
-            None => listener.wait(),
-        }
+        signal.sleep(deadline);
     }
 }
 

@@ -16,7 +16,6 @@ mod dispatcher;
 mod queue;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use crate::call::{CallData, CallFn};
 use crate::config;
 use crate::job::{JobSink, LeaseLink};
 use crate::lease::Run;
-use crate::signal::{wait_for, wait_for_blocking};
+use crate::signal::{Alarm, wait_for, wait_for_blocking};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
 
 use queue::{Phase, Queue};
@@ -139,7 +138,7 @@ impl<B: ExecutorBackend> GrinderBuilder<B> {
                 lease,
                 owner_prefix: self.owner_prefix,
                 queue: Mutex::new(Queue::default()),
-                signal: Arc::new(Signal::default()),
+                signal: Arc::new(Alarm::default()),
                 stopped: Event::new(),
             }),
         })
@@ -223,24 +222,9 @@ pub(crate) struct GrinderInner<B: ExecutorBackend> {
     /// Wakes the dispatcher.
     /// Wakes the dispatcher; shared with it so it can sleep without keeping
     /// the grinder alive.
-    signal: Arc<Signal>,
+    signal: Arc<Alarm>,
     /// Notified when the grinder reaches `Stopped`.
     stopped: Event,
-}
-
-/// How the dispatcher is woken: an event plus a flag read after listening,
-/// so no kick is lost.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    pub(super) wake: Event,
-    pub(super) kicked: AtomicBool,
-}
-
-impl Signal {
-    fn kick(&self) {
-        self.kicked.store(true, Ordering::Release);
-        self.wake.notify(usize::MAX);
-    }
 }
 
 impl<B: ExecutorBackend> WorkGrinder<B> {
