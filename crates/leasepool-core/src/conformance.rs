@@ -403,7 +403,16 @@ pub fn call_expiry_revokes<B: ExecutorBackend>(make: impl Fn() -> B) {
             .wait(),
         Ok(16)
     );
-    assert!(matches!(running.wait(), Ok(600) | Err(Error::Broken(_))));
+    // It finishes, or fails on a backend that kills revoked work, or (if
+    // the worker had not taken it yet) was cancelled with the pool.
+    let first = running.wait();
+    assert!(
+        matches!(
+            first,
+            Ok(600) | Err(Error::Broken(_)) | Err(Error::Cancelled)
+        ),
+        "{first:?}"
+    );
     assert!(matches!(
         queued.wait(),
         Err(Error::Cancelled) | Err(Error::Broken(_))
@@ -428,7 +437,14 @@ pub fn call_stop_shuts_down<B: ExecutorBackend>(make: impl Fn() -> B) {
             ..
         })
     ));
-    assert_eq!(running.wait(), Ok(300));
+    // A call cannot signal that it started, so the first one may still have
+    // been queued when `stop` came: then it is cancelled too. One that had
+    // started finishes with its result; the one queued behind it never runs.
+    let first = running.wait();
+    assert!(
+        matches!(first, Ok(300) | Err(Error::Cancelled)),
+        "{first:?}"
+    );
     assert_eq!(queued.wait(), Err(Error::Cancelled));
     assert!(!m.is_started());
     assert_eq!(m.total_count(), 0);
