@@ -60,8 +60,12 @@ pub struct ProcessBackend {
     pub(crate) jobs_per_worker: Option<usize>,
     pub(crate) kill_on_hard_expiry: bool,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) busy_poll: Duration,
     pub(crate) logging: ProcessLogging,
 }
+
+/// The longest `busy_poll` window accepted.
+const BUSY_POLL_MAX: Duration = Duration::from_millis(1);
 
 impl Default for ProcessBackend {
     fn default() -> Self {
@@ -72,6 +76,7 @@ impl Default for ProcessBackend {
             jobs_per_worker: None,
             kill_on_hard_expiry: false,
             handshake_timeout: Duration::from_secs(10),
+            busy_poll: Duration::from_micros(100),
             logging: ProcessLogging::default(),
         }
     }
@@ -80,7 +85,8 @@ impl Default for ProcessBackend {
 impl ProcessBackend {
     /// Workers re-execute the current binary (`std::env::current_exe()`)
     /// without arguments; no recycling; a revoked pool's running calls
-    /// finish; 10 s handshake timeout; no log forwarding.
+    /// finish; 10 s handshake timeout; 100 µs busy-poll window; no log
+    /// forwarding.
     pub fn new() -> Self {
         Self::default()
     }
@@ -138,6 +144,24 @@ impl ProcessBackend {
         self
     }
 
+    /// Lowers the latency of short calls by busy-polling for answers.
+    ///
+    /// An answer reaches the caller through the worker's reader thread,
+    /// which is normally asleep in `read` and must be woken by the kernel
+    /// first; for a call of a few microseconds that wake-up is a third of
+    /// the round trip. While a pool's calls are answered in under half of
+    /// `window` on average, its reader instead polls the pipe without
+    /// blocking for up to `window` after each frame (at most one reader
+    /// in the process at a time, none on a single-core machine). That
+    /// trades CPU time in the parent for latency: see the process backend
+    /// section of `docs/performance.md`. Pools of longer calls never poll.
+    ///
+    /// Default 100 µs; `Duration::ZERO` turns it off; at most 1 ms.
+    pub fn busy_poll(mut self, window: Duration) -> Self {
+        self.busy_poll = window;
+        self
+    }
+
     /// Forwards the workers' logs to the parent; see [`ProcessLogging`].
     pub fn logging(mut self, logging: ProcessLogging) -> Self {
         self.logging = logging;
@@ -176,6 +200,15 @@ impl ExecutorBackend for ProcessBackend {
             return Err(Error::InvalidConfig {
                 field: "handshake_timeout",
                 reason: "is too large: now + timeout overflows".to_owned(),
+            });
+        }
+        if self.busy_poll > BUSY_POLL_MAX {
+            return Err(Error::InvalidConfig {
+                field: "busy_poll",
+                reason: format!(
+                    "{:?} is longer than the maximum of {BUSY_POLL_MAX:?}",
+                    self.busy_poll
+                ),
             });
         }
         if let Some(parent) = parent_registry() {

@@ -89,7 +89,7 @@ impl ProcessLogging {
 }
 
 /// The output every frame of a worker goes through (results and logs).
-pub(crate) type SharedOut = Arc<Mutex<std::io::Stdout>>;
+pub(crate) type SharedOut = Arc<Mutex<Box<dyn std::io::Write + Send>>>;
 
 /// The logger a worker installs: each record becomes a `Log` frame.
 pub(crate) struct FrameLogger {

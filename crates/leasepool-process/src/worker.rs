@@ -1,6 +1,6 @@
 //! The worker side: [`init`] and the serve loop.
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Registry;
@@ -70,8 +70,9 @@ pub fn init(registry: Registry) {
 
 /// Runs this process as a worker until the parent lets go; never returns.
 fn serve(mut registry: Registry, token: String) -> ! {
-    let out: SharedOut = Arc::new(Mutex::new(io::stdout()));
+    let out: SharedOut = Arc::new(Mutex::new(protocol_output()));
     install_worker_logger(&out, std::env::var(LOG_LEVEL_ENV).ok());
+    watch_parent();
 
     let init_error = registry.registry_error().or_else(|| {
         let init = registry.take_initializer()?;
@@ -113,6 +114,59 @@ fn serve(mut registry: Registry, token: String) -> ! {
         }
     }
 }
+
+/// The worker's side of the protocol's output pipe.
+///
+/// On Unix this is a private duplicate of the original stdout, written with
+/// one `write` per frame (std's line-buffered `Stdout` would split a binary
+/// frame at every `0x0A` byte, and each piece would wake the parent's
+/// reader). Stdout itself then points at stderr, so a stray `println!` in a
+/// worker function ends up in the worker's stderr instead of corrupting the
+/// protocol.
+#[cfg(unix)]
+fn protocol_output() -> Box<dyn Write + Send> {
+    use std::os::fd::AsFd;
+    let _ = io::stdout().flush();
+    match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            // If this fails, stdout stays the protocol pipe (as elsewhere).
+            let _ = rustix::stdio::dup2_stdout(io::stderr());
+            Box::new(std::fs::File::from(fd))
+        }
+        Err(_) => Box::new(io::stdout()),
+    }
+}
+
+/// The worker's side of the protocol's output pipe: stdout.
+#[cfg(not(unix))]
+fn protocol_output() -> Box<dyn Write + Send> {
+    Box::new(io::stdout())
+}
+
+/// How often a worker checks that its parent is still alive.
+#[cfg(unix)]
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Exits the worker when its parent process dies, even in the middle of a
+/// long call (an idle worker already exits when its stdin closes). On Unix
+/// an orphan is re-parented, so a changed parent id means the parent died.
+#[cfg(unix)]
+fn watch_parent() {
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("leasepool-parent-watch".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(PARENT_CHECK);
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(1);
+                }
+            }
+        });
+}
+
+#[cfg(not(unix))]
+fn watch_parent() {}
 
 fn send(out: &SharedOut, frame: &FromWorker) -> io::Result<()> {
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());

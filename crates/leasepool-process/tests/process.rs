@@ -76,6 +76,13 @@ fn to_stderr(text: String) {
     eprintln!("{text}");
 }
 
+/// Prints to stdout, which in a worker is redirected to stderr so the
+/// protocol stays intact.
+fn to_stdout(text: String) -> usize {
+    println!("{text}");
+    text.len()
+}
+
 /// An argument that refuses to be serialised.
 #[derive(Debug, Deserialize)]
 struct Unencodable;
@@ -119,6 +126,7 @@ fn registry() -> Registry {
         .register(abort_now)
         .register(log_something)
         .register(to_stderr)
+        .register(to_stdout)
         .register(takes_unencodable)
         .register(conformance::square)
         .register(conformance::panics)
@@ -180,6 +188,18 @@ fn process_gone(pid: u32) -> bool {
     !std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
 }
 
+/// Gone, or a zombie waiting for whoever adopted it (an orphan's new
+/// parent may be slow to reap, or never reap in a minimal container).
+fn process_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
 // ---------------------------------------------------------------- scenarios
 
 fn call_round_trip() -> Outcome {
@@ -222,6 +242,27 @@ fn call_round_trip() -> Outcome {
         .collect();
     for (i, handle) in (0..50u64).zip(handles) {
         check!(wait(handle) == Ok(2 * i), "batch call {i}");
+    }
+    // Large arguments and results (written by a writer thread, not
+    // inline), interleaved with small ones on both workers.
+    let big = "x".repeat(1 << 20);
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let text = if i % 2 == 0 {
+                big.clone()
+            } else {
+                "s".to_owned()
+            };
+            lease.submit_call(shout, text).unwrap()
+        })
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            big.to_uppercase()
+        } else {
+            "S".to_owned()
+        };
+        check!(wait(handle) == Ok(expected), "large/small call {i}");
     }
     // Through the executor proxy and the `call` future.
     let executor = lease.executor();
@@ -565,6 +606,20 @@ fn closures_and_bad_options_are_refused() -> Outcome {
         ),
         "handshake_timeout(0): {got:?}"
     );
+    let got =
+        LeasedExecutorManager::builder(ProcessBackend::new().busy_poll(Duration::from_secs(1)))
+            .max_pools(1)
+            .build();
+    check!(
+        matches!(
+            got,
+            Err(Error::InvalidConfig {
+                field: "busy_poll",
+                ..
+            })
+        ),
+        "busy_poll(1 s): {got:?}"
+    );
     // A closure task reaching a process pool (only possible through a
     // type-erased backend) fails clearly.
     let pool = ProcessBackend::new()
@@ -588,6 +643,98 @@ fn closures_and_bad_options_are_refused() -> Outcome {
     wait_until("the detached pool's worker is reaped", || {
         pids.iter().all(|pid| process_gone(*pid))
     })?;
+    Ok(())
+}
+
+/// Set in the environment of the intermediate parent of
+/// `orphaned_workers_exit`.
+const ORPHAN_PARENT_ENV: &str = "LP_TEST_ORPHAN_PARENT";
+
+/// The intermediate parent: two workers, one busy for a minute and one
+/// idle; prints their pids and waits to be killed.
+fn orphan_parent() -> ! {
+    let m = manager("lp-orphan", ProcessBackend::new(), 1, 2);
+    m.start_blocking().expect("start");
+    let lease = m.acquire().blocking().expect("a lease");
+    // Two overlapping calls land on both workers.
+    let a = lease.submit_call(pid_after, 300).expect("submit");
+    let b = lease.submit_call(pid_after, 300).expect("submit");
+    let (a, b) = (wait(a).expect("pid"), wait(b).expect("pid"));
+    let busy = lease.submit_call(sleep_ms, 60_000).expect("submit");
+    println!("{a} {b}");
+    std::thread::sleep(PATIENCE);
+    drop(busy);
+    std::process::exit(3) // not reached: the test kills this process
+}
+
+fn orphaned_workers_exit() -> Outcome {
+    use std::io::BufRead;
+    let mut parent =
+        std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .env(ORPHAN_PARENT_ENV, "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the intermediate parent: {e}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    check!(
+        pids.len() == 2 && pids[0] != pids[1],
+        "worker pids: {line:?}"
+    );
+    check!(
+        pids.iter().all(|pid| !process_exited(*pid)),
+        "workers alive before the parent dies"
+    );
+    parent.kill().map_err(|e| e.to_string())?;
+    let _ = parent.wait();
+    // The idle worker sees its stdin close; the busy one (in a call of a
+    // minute) notices that its parent changed.
+    wait_until("both orphaned workers exit", || {
+        pids.iter().all(|pid| process_exited(*pid))
+    })
+}
+
+/// Short calls back to back on several pools at once, with and without
+/// busy-polling: every result arrives, whoever polls.
+fn busy_polling_pools() -> Outcome {
+    let polling = manager("lp-poll", ProcessBackend::new(), 2, 1);
+    let blocking = manager(
+        "lp-nopoll",
+        ProcessBackend::new().busy_poll(Duration::ZERO),
+        1,
+        1,
+    );
+    polling.start_blocking().map_err(|e| e.to_string())?;
+    blocking.start_blocking().map_err(|e| e.to_string())?;
+    std::thread::scope(|scope| {
+        let mut runs = Vec::new();
+        for m in [&polling, &polling, &blocking] {
+            runs.push(scope.spawn(move || -> Outcome {
+                let lease = m
+                    .acquire()
+                    .timeout(PATIENCE)
+                    .blocking()
+                    .map_err(|e| e.to_string())?;
+                for i in 0..2_000u64 {
+                    check!(
+                        wait(lease.submit_call(add, (i, 1)).unwrap()) == Ok(i + 1),
+                        "call {i}"
+                    );
+                }
+                Ok(())
+            }));
+        }
+        runs.into_iter()
+            .try_for_each(|run| run.join().unwrap_or_else(|_| Err("panicked".into())))
+    })?;
+    polling.stop_blocking();
+    blocking.stop_blocking();
     Ok(())
 }
 
@@ -689,6 +836,23 @@ fn log_forwarding() -> Outcome {
             .iter()
             .any(|c| c.message == expected)
     })?;
+    // A stray println! neither corrupts the protocol nor breaks the pool:
+    // it comes out on the worker's stderr.
+    check!(
+        wait(
+            lease
+                .submit_call(to_stdout, "printed 456".to_owned())
+                .unwrap()
+        ) == Ok(11),
+        "println call"
+    );
+    let expected = format!("[worker {worker}] stderr: printed 456");
+    wait_until("the printed line is forwarded as stderr", || {
+        captured("lp-test-workers")
+            .iter()
+            .any(|c| c.message == expected)
+    })?;
+    check!(lease.ended().is_none(), "the lease survived a println!");
     drop(lease);
     m.stop_blocking();
     Ok(())
@@ -747,6 +911,9 @@ fn grinder_batches_calls() -> Outcome {
 fn main() {
     init(registry());
     // Only the parent gets here.
+    if std::env::var_os(ORPHAN_PARENT_ENV).is_some() {
+        orphan_parent();
+    }
     log::set_logger(&LOGGER).expect("no other logger");
     log::set_max_level(log::LevelFilter::Trace);
     std::thread::spawn(|| {
@@ -771,6 +938,8 @@ fn main() {
         ("not_a_worker_fails_fast", not_a_worker_fails_fast),
         ("recycling_after_n_jobs", recycling_after_n_jobs),
         ("no_children_after_stop", no_children_after_stop),
+        ("orphaned_workers_exit", orphaned_workers_exit),
+        ("busy_polling_pools", busy_polling_pools),
         ("kill_on_hard_expiry", kill_on_hard_expiry),
         (
             "closures_and_bad_options_are_refused",

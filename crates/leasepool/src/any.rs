@@ -88,6 +88,44 @@ impl AnyBackend {
         }
     }
 
+    /// Sets log forwarding from configuration that does not know the
+    /// backend kind in advance: on the process backend this is
+    /// [`ProcessBackend::logging`](crate::process::ProcessBackend::logging);
+    /// on any other backend, enabled forwarding (records or stderr) is
+    /// [`Error::InvalidConfig`] (there are no worker processes to forward
+    /// from), and disabled forwarding is accepted.
+    ///
+    /// ```
+    /// use leasepool::process::ProcessLogging;
+    /// use leasepool::{AnyBackend, BackendKind, Error};
+    ///
+    /// let forward = ProcessLogging::new().enabled(true);
+    /// let process = AnyBackend::from_kind(BackendKind::Process)?.logging(forward.clone());
+    /// assert!(process.is_ok());
+    /// if BackendKind::Thread.is_compiled_in() {
+    ///     let thread = AnyBackend::from_kind(BackendKind::Thread)?.logging(forward);
+    ///     assert!(matches!(thread, Err(Error::InvalidConfig { field: "logging", .. })));
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[cfg(feature = "process")]
+    pub fn logging(self, logging: crate::process::ProcessLogging) -> Result<Self, Error> {
+        match self {
+            AnyBackend::Process(backend) => Ok(AnyBackend::Process(backend.logging(logging))),
+            #[allow(unreachable_patterns)]
+            other if logging.is_enabled() => Err(Error::InvalidConfig {
+                field: "logging",
+                reason: format!(
+                    "log forwarding needs worker processes: the {} backend has none \
+                     (choose the process backend, or leave forwarding off)",
+                    other.kind()
+                ),
+            }),
+            #[allow(unreachable_patterns)]
+            other => Ok(other),
+        }
+    }
+
     /// Which kind this is.
     pub fn kind(&self) -> BackendKind {
         match *self {

@@ -107,3 +107,35 @@ fn any_backend_runs_every_compiled_in_kind() {
         manager.stop_blocking();
     }
 }
+
+#[cfg(feature = "process")]
+#[test]
+fn log_forwarding_is_invalid_config_on_a_backend_without_worker_processes() {
+    use leasepool::process::ProcessLogging;
+    let on = [
+        ProcessLogging::new().enabled(true),
+        ProcessLogging::new().stderr(true),
+    ];
+    for kind in BackendKind::ALL.into_iter().filter(|k| compiled_in(*k)) {
+        for logging in on.iter().cloned() {
+            let got = AnyBackend::from_kind(kind).unwrap().logging(logging);
+            match (kind, got) {
+                (BackendKind::Process, Ok(backend)) => {
+                    assert_eq!(backend.kind(), BackendKind::Process)
+                }
+                (_, Err(Error::InvalidConfig { field, reason }))
+                    if kind != BackendKind::Process =>
+                {
+                    assert_eq!(field, "logging");
+                    assert!(reason.contains(kind.name()), "{reason:?}");
+                }
+                (kind, other) => panic!("{kind}: unexpected {other:?}"),
+            }
+        }
+        // Forwarding left off is accepted everywhere.
+        let off = AnyBackend::from_kind(kind)
+            .unwrap()
+            .logging(ProcessLogging::new());
+        assert_eq!(off.map(|b| b.kind()).ok(), Some(kind));
+    }
+}

@@ -1,0 +1,171 @@
+//! Handing calls to idle workers and taking their answers.
+
+use std::io::Write;
+use std::process::ChildStdin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use leasepool_core::{Error, RemoteCall};
+
+use super::{InFlight, Shared, Worker, replace_worker};
+use crate::protocol::{ToWorker, encode_frame};
+
+/// The largest frame written directly to an idle worker's (empty) stdin:
+/// POSIX guarantees a pipe holds at least `PIPE_BUF` bytes (4096 on Linux,
+/// 512 at least elsewhere), so such a write never blocks.
+const DIRECT_WRITE_MAX: usize = if cfg!(target_os = "linux") { 4096 } else { 512 };
+
+/// Hands queued calls to idle workers.
+pub(super) fn pump(shared: &Shared) {
+    loop {
+        let (frame, stdin, index) = {
+            let mut state = shared.lock();
+            if state.closed || state.broken.is_some() || state.queue.is_empty() {
+                return;
+            }
+            let Some(position) = state.workers.iter().position(Worker::is_idle) else {
+                return;
+            };
+            let queued = state.queue.pop_front().expect("checked non-empty");
+            if !queued.call.start() {
+                drop(state);
+                drop(queued); // cancelled
+                continue;
+            }
+            let worker = &mut state.workers[position];
+            let stdin = worker.stdin.clone().expect("an idle worker has its stdin");
+            worker.in_flight = Some(InFlight {
+                id: queued.id,
+                call: queued.call,
+                sent: Instant::now(),
+            });
+            (queued.frame, stdin, worker.index)
+        };
+        write_call(shared, index, stdin, frame);
+    }
+}
+
+/// Writes a call's frame to its worker's stdin. A failed write means the
+/// worker died; its reader fails the call.
+fn write_call(shared: &Shared, index: usize, stdin: Arc<ChildStdin>, frame: Vec<u8>) {
+    if frame.len() <= DIRECT_WRITE_MAX {
+        let _ = (&*stdin).write_all(&frame);
+        return;
+    }
+    let frame = Arc::new(frame);
+    let writer = {
+        let (stdin, frame) = (stdin.clone(), frame.clone());
+        let guard = shared.ctx.worker_guard();
+        move || {
+            let _ = (&*stdin).write_all(&frame);
+            drop(guard);
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("{}-in", shared.ctx.worker_name(index)))
+        .spawn(writer);
+    if let Err(e) = spawned {
+        log::warn!(
+            target: "leasepool",
+            "cannot start a writer thread ({e}); writing a call of {} bytes inline",
+            frame.len()
+        );
+        let _ = (&*stdin).write_all(&frame);
+    }
+}
+
+pub(super) fn encode_call(id: u64, call: &RemoteCall) -> Result<Vec<u8>, Error> {
+    use postcard::ser_flavors::Flavor;
+    let mut serializer = postcard::Serializer {
+        output: postcard::ser_flavors::StdVec::new(),
+    };
+    erased_serde::serialize(call.argument(), &mut serializer).map_err(|e| {
+        Error::Serialization(format!(
+            "cannot encode the argument of {}: {e}",
+            call.function()
+        ))
+    })?;
+    let argument = serializer
+        .output
+        .finalize()
+        .map_err(|e| Error::Serialization(e.to_string()))?;
+    encode_frame(&ToWorker::Call {
+        id,
+        function: call.function().to_owned(),
+        argument,
+    })
+    .map_err(|e| {
+        Error::Serialization(format!(
+            "cannot send the argument of {}: {e}",
+            call.function()
+        ))
+    })
+}
+
+/// A worker finished call `id`.
+pub(super) fn on_done(
+    shared: &Arc<Shared>,
+    index: usize,
+    id: u64,
+    outcome: Result<Vec<u8>, crate::protocol::WorkerError>,
+) {
+    let (call, retire, stdin) = {
+        let mut state = shared.lock();
+        let open = !state.closed && state.broken.is_none();
+        let limit = shared.config.backend.jobs_per_worker;
+        let Some(worker) = state.workers.iter_mut().find(|w| w.index == index) else {
+            return;
+        };
+        let call = match worker.in_flight.take() {
+            Some(in_flight) if in_flight.id == id => {
+                record_service_time(shared, in_flight.sent.elapsed());
+                Some(in_flight.call)
+            }
+            other => {
+                worker.in_flight = other;
+                None
+            }
+        };
+        worker.jobs += 1;
+        let retire = open && limit.is_some_and(|n| worker.jobs >= n);
+        if retire {
+            worker.retiring = true;
+        }
+        (
+            call,
+            retire,
+            if retire { worker.stdin.take() } else { None },
+        )
+    };
+    drop(stdin); // a recycled worker exits once its stdin closes
+    if let Some(call) = call {
+        match outcome {
+            Ok(bytes) => {
+                let mut de = postcard::Deserializer::from_bytes(&bytes);
+                call.deliver(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut de));
+            }
+            Err(error) => call.fail(error.into()),
+        }
+    }
+    if retire {
+        replace_worker(shared);
+    }
+    pump(shared);
+}
+
+/// Folds one call's service time (from dispatch until its answer was read)
+/// into the pool's moving average.
+fn record_service_time(shared: &Shared, took: Duration) {
+    let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let average = shared.service_nanos.load(Ordering::Relaxed);
+    let average = if average == 0 {
+        sample
+    } else {
+        average - average / 8 + sample / 8
+    };
+    shared
+        .service_nanos
+        .store(average.max(1), Ordering::Relaxed);
+}

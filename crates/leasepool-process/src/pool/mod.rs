@@ -1,0 +1,372 @@
+//! The parent side of a pool: spawning workers, the handshake, dispatching
+//! calls, one reader thread per worker, and reaping.
+//!
+//! Threads per worker: a *reader* (holds the worker's `WorkerGuard`, reads
+//! its frames, reaps it) and, with stderr forwarding, a stderr reader.
+//!
+//! Calls are encoded by the caller of `execute`, before the pool's lock is
+//! taken. A worker is handed one call at a time, and only once it has
+//! answered the previous one, so its stdin pipe is empty whenever a call
+//! is written: a small frame is written directly by whichever thread
+//! dispatches it (it fits in the pipe, the write cannot block), a large one
+//! by a short-lived writer thread, so `execute` never blocks on a pipe.
+//! No leasepool job is completed while the pool's lock is held.
+
+mod dispatch;
+mod linger;
+mod reader;
+mod spawn;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use leasepool_core::{BackendPool, BrokenSignal, Error, PoolContext, RemoteCall, Task};
+
+use crate::ProcessBackend;
+use crate::worker::{is_worker_process, parent_registry};
+use dispatch::{encode_call, pump};
+use spawn::{abandon, await_handshake, new_token, start_worker};
+
+/// One pool of the process backend: `workers_per_pool` worker processes.
+pub struct ProcessPool {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("ProcessPool")
+            .field("pool", &self.shared.ctx.pool_seq())
+            .field(
+                "pids",
+                &state.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+            )
+            .field("queued", &state.queue.len())
+            .field("closed", &state.closed)
+            .field("broken", &state.broken)
+            .finish()
+    }
+}
+
+/// What a pool's threads share.
+struct Shared {
+    state: Mutex<State>,
+    ctx: PoolContext,
+    broken_signal: BrokenSignal,
+    config: Config,
+    next_call: AtomicU64,
+    /// A moving average of how long workers take to answer a call, in
+    /// nanoseconds (0: no call answered yet).
+    service_nanos: AtomicU64,
+}
+
+/// The backend options a pool needs, fixed at creation.
+struct Config {
+    program: PathBuf,
+    backend: ProcessBackend,
+    token: String,
+    expected_fingerprint: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Shut down: no new work, no replacements.
+    closed: bool,
+    /// Revoked with `kill_on_hard_expiry`: the workers were killed.
+    revoked: bool,
+    /// Set once when the pool breaks; later calls fail with it.
+    broken: Option<String>,
+    queue: VecDeque<Queued>,
+    workers: Vec<Worker>,
+    next_worker: usize,
+}
+
+/// The parent's view of one worker process.
+struct Worker {
+    index: usize,
+    pid: u32,
+    child: Arc<Mutex<Option<Child>>>,
+    /// The worker's stdin; `None` once it is to be closed (the pipe closes
+    /// when the last clone, held only while a frame is written, is dropped).
+    stdin: Option<Arc<ChildStdin>>,
+    /// Handshake done: may take calls.
+    ready: bool,
+    in_flight: Option<InFlight>,
+    jobs: usize,
+    /// Told to exit (recycling): takes no more calls, its exit is expected.
+    retiring: bool,
+}
+
+impl Worker {
+    fn is_idle(&self) -> bool {
+        self.ready && !self.retiring && self.in_flight.is_none() && self.stdin.is_some()
+    }
+}
+
+/// The call a worker is running.
+struct InFlight {
+    id: u64,
+    call: RemoteCall,
+    sent: Instant,
+}
+
+/// A call waiting for an idle worker, already encoded.
+struct Queued {
+    id: u64,
+    frame: Vec<u8>,
+    call: RemoteCall,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn kill(child: &Mutex<Option<Child>>) {
+    if let Some(child) = lock(child).as_mut() {
+        let _ = child.kill();
+    }
+}
+
+impl ProcessPool {
+    pub(crate) fn spawn(backend: &ProcessBackend, ctx: PoolContext) -> Result<Self, Error> {
+        if is_worker_process() {
+            return Err(Error::Broken(
+                "this process was started as a leasepool worker but did not call \
+                 leasepool::process::init first in main; refusing to start workers from it"
+                    .to_owned(),
+            ));
+        }
+        let program = match &backend.program {
+            Some(program) => program.clone(),
+            None => {
+                if parent_registry().is_none() {
+                    return Err(Error::Broken(
+                        "the process backend re-executes this binary as its workers: \
+                         call leasepool::process::init(registry) first in main"
+                            .to_owned(),
+                    ));
+                }
+                std::env::current_exe().map_err(|e| {
+                    Error::Broken(format!("cannot find the current executable: {e}"))
+                })?
+            }
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            broken_signal: ctx.broken_signal(),
+            config: Config {
+                token: new_token(ctx.pool_seq()),
+                expected_fingerprint: parent_registry().map(|p| p.fingerprint),
+                program,
+                backend: backend.clone(),
+            },
+            ctx,
+            next_call: AtomicU64::new(0),
+            service_nanos: AtomicU64::new(0),
+        });
+        let deadline = Instant::now() + backend.handshake_timeout;
+        let mut pending = Vec::new();
+        for _ in 0..shared.ctx.workers() {
+            match start_worker(&shared) {
+                Ok(Some(worker)) => pending.push(worker),
+                Ok(None) => unreachable!("a new pool is not closed"),
+                Err(error) => {
+                    abandon(&shared);
+                    return Err(error);
+                }
+            }
+        }
+        for worker in pending {
+            if let Err(reason) = await_handshake(&shared, &worker, deadline) {
+                abandon(&shared);
+                return Err(Error::Broken(reason));
+            }
+        }
+        log::debug!(
+            target: "leasepool",
+            "process pool {} started {} workers",
+            shared.ctx.pool_seq(),
+            shared.ctx.workers()
+        );
+        Ok(ProcessPool { shared })
+    }
+
+    /// The process ids of the pool's live workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.shared.lock().workers.iter().map(|w| w.pid).collect()
+    }
+}
+
+impl BackendPool for ProcessPool {
+    fn execute(&self, task: Task) {
+        let call = match task.into_remote() {
+            Ok(call) => call,
+            Err(task) => {
+                task.fail(Error::UnsupportedBackend(
+                    "the process backend runs registered functions: use call(f, arg), \
+                     not submit/run"
+                        .to_owned(),
+                ));
+                return;
+            }
+        };
+        let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let frame = match encode_call(id, &call) {
+            Ok(frame) => frame,
+            Err(error) => {
+                call.fail(error);
+                return;
+            }
+        };
+        {
+            let mut state = self.shared.lock();
+            if let Some(reason) = &state.broken {
+                let error = Error::Broken(reason.clone());
+                drop(state);
+                call.fail(error);
+                return;
+            }
+            if state.closed {
+                drop(state);
+                drop(call); // cancelled
+                return;
+            }
+            state.queue.push_back(Queued { id, frame, call });
+        }
+        pump(&self.shared);
+    }
+
+    fn shutdown(&self) {
+        let (queued, stdins) = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            let queued: Vec<Queued> = state.queue.drain(..).collect();
+            let stdins: Vec<_> = state
+                .workers
+                .iter_mut()
+                .filter_map(|w| w.stdin.take())
+                .collect();
+            (queued, stdins)
+        };
+        // Closing stdin: each worker exits after its current call, and its
+        // reader reaps it.
+        drop(stdins);
+        drop(queued); // cancelled
+    }
+
+    fn revoke(&self) {
+        if !self.shared.config.backend.kill_on_hard_expiry {
+            return;
+        }
+        let children: Vec<_> = {
+            let mut state = self.shared.lock();
+            state.revoked = true;
+            state.workers.iter().map(|w| w.child.clone()).collect()
+        };
+        for child in children {
+            kill(&child);
+        }
+    }
+}
+
+impl Drop for ProcessPool {
+    /// A pool dropped without `shutdown` (outside a manager) still lets its
+    /// workers go.
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn program(&self) -> String {
+        self.config.program.display().to_string()
+    }
+}
+
+/// Starts a worker in place of a recycled one, breaking the pool if that
+/// fails.
+fn replace_worker(shared: &Arc<Shared>) {
+    let deadline = Instant::now() + shared.config.backend.handshake_timeout;
+    let result = match start_worker(shared) {
+        Ok(None) => Ok(()),
+        Ok(Some(pending)) => await_handshake(shared, &pending, deadline),
+        Err(error) => Err(match error {
+            Error::Broken(reason) => reason,
+            other => other.to_string(),
+        }),
+    };
+    if let Err(reason) = result {
+        break_pool(
+            shared,
+            format!("cannot replace a recycled worker: {reason}"),
+        );
+    }
+}
+
+/// Marks the pool broken (once): reports it, fails every queued call and
+/// kills every worker (their in-flight calls fail as the readers see them
+/// go).
+fn break_pool(shared: &Shared, reason: String) {
+    let (queued, children) = {
+        let mut state = shared.lock();
+        if state.broken.is_some() || state.closed {
+            return;
+        }
+        state.broken = Some(reason.clone());
+        let queued: Vec<Queued> = state.queue.drain(..).collect();
+        let children: Vec<_> = state.workers.iter().map(|w| w.child.clone()).collect();
+        for worker in &mut state.workers {
+            worker.stdin = None;
+        }
+        (queued, children)
+    };
+    log::warn!(target: "leasepool", "process pool {} is broken: {reason}", shared.ctx.pool_seq());
+    // Report first, so a caller woken by the failure sees its lease ended.
+    shared.broken_signal.report(&reason);
+    for queued in queued {
+        queued.call.fail(Error::Broken(reason.clone()));
+    }
+    for child in children {
+        kill(&child);
+    }
+}
+
+/// A worker's reader is done and the process reaped: forget the worker,
+/// fail its in-flight call, and break the pool if the exit was unexpected.
+fn worker_ended(shared: &Shared, index: usize, pid: u32, status: &str, detail: Option<String>) {
+    let (worker, unexpected, revoked) = {
+        let mut state = shared.lock();
+        let Some(position) = state.workers.iter().position(|w| w.index == index) else {
+            return;
+        };
+        let worker = state.workers.remove(position);
+        let unexpected = worker.ready && !worker.retiring && !state.closed && !state.revoked;
+        (worker, unexpected, state.revoked)
+    };
+    let detail = detail.map(|d| format!(" {d}")).unwrap_or_default();
+    let reason = format!("worker process {pid} exited: {status}{detail}");
+    if unexpected {
+        break_pool(shared, reason.clone());
+    }
+    if let Some(InFlight { call, .. }) = worker.in_flight {
+        let error = if revoked {
+            Error::Broken(format!(
+                "worker process {pid} was killed because its lease passed its hard expiry"
+            ))
+        } else {
+            // The pool's first failure, if it broke, else this exit.
+            let broken = shared.lock().broken.clone();
+            Error::Broken(broken.unwrap_or(reason))
+        };
+        call.fail(error);
+    }
+}

@@ -1,0 +1,273 @@
+//! Starting a worker process: the command, its threads, the handshake,
+//! and reaping it once it is done.
+
+use std::io::BufReader;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use leasepool_core::Error;
+
+use super::reader::read_worker;
+use super::{Shared, Worker, kill, lock};
+use crate::protocol::{FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, WORKER_ENV, read_frame};
+use crate::registry::Fnv1a;
+
+/// How long a worker whose stdout closed may take to exit before it is
+/// killed (it normally exits within milliseconds).
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// A started worker whose handshake is pending.
+pub(super) struct Pending {
+    pid: u32,
+    child: Arc<Mutex<Option<Child>>>,
+    hello: Receiver<Result<(), String>>,
+}
+
+/// Spawns one worker process and its threads; `None` if the pool closed.
+pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Error> {
+    let backend = &shared.config.backend;
+    let index = {
+        let mut state = shared.lock();
+        if state.closed || state.broken.is_some() {
+            return Ok(None);
+        }
+        state.next_worker += 1;
+        state.next_worker - 1
+    };
+    let mut command = Command::new(&shared.config.program);
+    command
+        .args(&backend.args)
+        .envs(backend.env.iter().map(|(k, v)| (k, v)))
+        .env(WORKER_ENV, &shared.config.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if backend.logging.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
+    if backend.logging.enabled {
+        command.env(LOG_LEVEL_ENV, backend.logging.level.to_string());
+    } else {
+        command.env_remove(LOG_LEVEL_ENV);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        Error::Broken(format!(
+            "cannot start worker process {}: {e}",
+            shared.program()
+        ))
+    })?;
+    let pid = child.id();
+    let stdin = Arc::new(child.stdin.take().expect("stdin is piped"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take();
+    let child = Arc::new(Mutex::new(Some(child)));
+    let name = shared.ctx.worker_name(index);
+
+    if let Some(stderr) = stderr {
+        let logging = backend.logging.clone();
+        let _ = thread::Builder::new()
+            .name(format!("{name}-err"))
+            .spawn(move || logging.forward_stderr(pid, stderr));
+    }
+    let (hello_tx, hello) = channel();
+    {
+        let mut state = shared.lock();
+        let stdin = (!state.closed).then_some(stdin);
+        state.workers.push(Worker {
+            index,
+            pid,
+            child: child.clone(),
+            stdin,
+            ready: false,
+            in_flight: None,
+            jobs: 0,
+            retiring: false,
+        });
+    }
+    let reader = {
+        let shared = shared.clone();
+        let child = child.clone();
+        let guard = shared.ctx.worker_guard();
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || read_worker(shared, index, pid, child, stdout, hello_tx, guard))
+    };
+    if let Err(e) = reader {
+        kill(&child);
+        let mut state = shared.lock();
+        state.workers.retain(|w| w.index != index);
+        drop(state);
+        if let Some(mut child) = lock(&child).take() {
+            let _ = child.wait(); // killed: returns at once
+        }
+        return Err(Error::Broken(format!(
+            "cannot start a thread for worker process {pid}: {e}"
+        )));
+    }
+    Ok(Some(Pending { pid, child, hello }))
+}
+
+/// Waits until `deadline` for `worker`'s handshake; kills it on failure.
+pub(super) fn await_handshake(
+    shared: &Shared,
+    worker: &Pending,
+    deadline: Instant,
+) -> Result<(), String> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let result = match worker.hello.recv_timeout(wait) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(not_a_worker(
+            shared,
+            worker.pid,
+            &format!(
+                "no handshake within {:?}",
+                shared.config.backend.handshake_timeout
+            ),
+        )),
+        Err(RecvTimeoutError::Disconnected) => Err(format!(
+            "worker process {} ended without a handshake",
+            worker.pid
+        )),
+    };
+    if result.is_err() {
+        kill(&worker.child);
+    }
+    result
+}
+
+pub(super) fn not_a_worker(shared: &Shared, pid: u32, detail: &str) -> String {
+    format!(
+        "worker process {pid} ({}) is not a leasepool worker: \
+         call leasepool::process::init first in main ({detail})",
+        shared.program()
+    )
+}
+
+/// A pool whose creation failed: close it and kill what was started (the
+/// readers reap the workers).
+pub(super) fn abandon(shared: &Shared) {
+    let children: Vec<_> = {
+        let mut state = shared.lock();
+        state.closed = true;
+        for worker in &mut state.workers {
+            worker.stdin = None;
+        }
+        state.workers.iter().map(|w| w.child.clone()).collect()
+    };
+    for child in children {
+        kill(&child);
+    }
+}
+
+pub(super) enum HandshakeError {
+    /// The process does not speak the protocol at all.
+    NotAWorker(String),
+    /// A leasepool worker that cannot serve this parent.
+    Refused(String),
+}
+
+pub(super) fn handshake(
+    shared: &Shared,
+    pid: u32,
+    input: &mut BufReader<ChildStdout>,
+) -> Result<(), HandshakeError> {
+    match read_frame::<FromWorker>(input) {
+        Ok(Some(FromWorker::Hello {
+            protocol,
+            token,
+            fingerprint,
+            init_error,
+        })) => {
+            if protocol != PROTOCOL_VERSION {
+                return Err(HandshakeError::Refused(format!(
+                    "worker process {pid} speaks protocol version {protocol}, this process \
+                     speaks {PROTOCOL_VERSION}: build workers and parent with the same leasepool"
+                )));
+            }
+            if token != shared.config.token {
+                return Err(HandshakeError::NotAWorker(
+                    "it answered with a handshake token of another pool".to_owned(),
+                ));
+            }
+            if let Some(error) = init_error {
+                return Err(HandshakeError::Refused(format!(
+                    "worker process {pid}: {error}"
+                )));
+            }
+            match shared.config.expected_fingerprint {
+                Some(expected) if expected != fingerprint => Err(HandshakeError::Refused(format!(
+                    "worker process {pid} ({}) was built from a different registry \
+                         (fingerprint {fingerprint:016x}, this process has {expected:016x}): \
+                         register the same functions in the parent and its workers",
+                    shared.program()
+                ))),
+                _ => Ok(()),
+            }
+        }
+        Ok(Some(_)) => Err(HandshakeError::NotAWorker(
+            "its first frame was not a handshake".to_owned(),
+        )),
+        Ok(None) => Err(HandshakeError::NotAWorker(
+            "it closed its stdout without a handshake".to_owned(),
+        )),
+        Err(e) => Err(HandshakeError::NotAWorker(format!(
+            "it wrote something else to stdout: {e}"
+        ))),
+    }
+}
+
+/// Waits for a worker whose stdout closed to exit; kills it if it lingers.
+/// Returns its exit status as text.
+pub(super) fn reap(child: &Mutex<Option<Child>>) -> String {
+    let deadline = Instant::now() + EXIT_GRACE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        {
+            let mut slot = lock(child);
+            let Some(process) = slot.as_mut() else {
+                return "already reaped".to_owned();
+            };
+            match process.try_wait() {
+                Ok(Some(status)) => {
+                    *slot = None;
+                    return status.to_string();
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = process.kill();
+                    let status = process.wait();
+                    *slot = None;
+                    return match status {
+                        Ok(status) => format!("{status} (killed: it closed its stdout)"),
+                        Err(e) => format!("unknown status ({e})"),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    *slot = None;
+                    return format!("unknown status ({e})");
+                }
+            }
+        }
+        // The process is exiting (its stdout closed): a short, bounded wait.
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// A handshake token, unique enough to tell this pool's workers apart.
+pub(super) fn new_token(seq: u64) -> String {
+    let mut hash = Fnv1a::new();
+    hash.write(&std::process::id().to_le_bytes());
+    hash.write(&seq.to_le_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hash.write(&now.as_nanos().to_le_bytes());
+    let local = 0u8;
+    hash.write(&format!("{:p}", &local).into_bytes());
+    format!("{:016x}-{seq}", hash.finish())
+}
