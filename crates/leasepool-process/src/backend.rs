@@ -49,6 +49,7 @@ use crate::worker::parent_registry;
 ///     .jobs_per_worker(1_000) // recycle a worker after 1000 calls
 ///     .kill_on_hard_expiry(true) // revoke = kill the workers
 ///     .handshake_timeout(Duration::from_secs(5))
+///     .busy_poll(Duration::ZERO) // save parent CPU rather than latency
 ///     .logging(ProcessLogging::new().enabled(true));
 /// # let _ = backend;
 /// ```

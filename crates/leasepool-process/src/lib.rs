@@ -58,10 +58,13 @@
 //! # Processes
 //!
 //! Workers talk to the parent over their stdin and stdout (length-prefixed
-//! postcard frames), so worker code must not write to stdout. A worker runs
-//! one call at a time. Workers exit when their stdin closes, so they never
-//! outlive the parent, and `stop()` returns only after every worker has
-//! exited and been reaped. Unlike the thread backend, the process backend
+//! postcard frames). On Unix a worker's stdout is redirected to its stderr
+//! once the protocol has its own copy, so a stray `println!` in worker code
+//! lands on stderr; elsewhere worker code must not write to stdout. A
+//! worker runs one call at a time. Workers exit when their stdin closes or
+//! their parent dies (even in the middle of a call), so they never outlive
+//! the parent, and `stop()` returns only after every worker has exited and
+//! been reaped. Unlike the thread backend, the process backend
 //! can really stop running work: with
 //! [`ProcessBackend::kill_on_hard_expiry`], revoking a lease kills its
 //! pool's workers.

@@ -41,8 +41,11 @@ pub(crate) fn is_worker_process() -> bool {
 /// - Anywhere else it remembers the registry (the handshake checks that
 ///   workers were built with the same one) and returns at once.
 ///
-/// In a worker, stdout belongs to the protocol: worker functions must not
-/// print to stdout (use `log`, or stderr).
+/// In a worker, the original stdout belongs to the protocol. On Unix,
+/// `init` gives the protocol its own copy and points stdout at stderr, so
+/// a stray `println!` in a worker function ends up on stderr; elsewhere
+/// worker functions must not print to stdout. Prefer `log` (see
+/// [`ProcessLogging`](crate::ProcessLogging)) or stderr.
 ///
 /// ```no_run
 /// use leasepool_process::{Registry, init};
