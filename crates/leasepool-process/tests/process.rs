@@ -492,7 +492,23 @@ fn recycling_after_n_jobs() -> Outcome {
     Ok(())
 }
 
+/// The pipes this process has open (`pipe:[inode]`). Earlier scenarios
+/// may still be closing theirs, so a scenario compares the pipes it saw
+/// at its start with those left at its end: none may be new.
+fn open_pipes() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .map(|target| target.to_string_lossy().into_owned())
+                .filter(|target| target.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn no_children_after_stop() -> Outcome {
+    let pipes_before = open_pipes();
     let m = manager("lp-stop", ProcessBackend::new(), 2, 2);
     m.start_blocking().map_err(|e| e.to_string())?;
     let a = m
@@ -533,6 +549,9 @@ fn no_children_after_stop() -> Outcome {
     }
     let got = wait(queued);
     check!(got == Err(Error::Cancelled), "a queued call: {got:?}");
+    // Every pipe to the workers is closed again.
+    let left: Vec<_> = open_pipes().difference(&pipes_before).cloned().collect();
+    check!(left.is_empty(), "pipes left open after stop: {left:?}");
     Ok(())
 }
 
