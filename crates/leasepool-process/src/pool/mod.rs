@@ -10,7 +10,9 @@
 //! is written: a small frame is written directly by whichever thread
 //! dispatches it (it fits in the pipe, the write cannot block), a large one
 //! by a short-lived writer thread, so `execute` never blocks on a pipe.
-//! No leasepool job is completed while the pool's lock is held.
+//! While a pool's calls are short, its readers busy-poll between frames
+//! (`linger.rs`). No leasepool job is completed while the pool's lock is
+//! held.
 
 mod dispatch;
 mod linger;
