@@ -96,7 +96,7 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
             if let Stage::Waiting { signal, .. } = &future.stage {
                 if !signal.register_thread() {
                     // A stale unpark only loops: the outcome is the truth.
-                    std::thread::park();
+                    crate::sync::thread::park();
                 }
             }
         }

@@ -17,13 +17,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicU8, Mutex, MutexGuard};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -219,7 +220,7 @@ impl<T> JobHandle<T> {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
-        let me = std::thread::current();
+        let me = thread::current();
         loop {
             let registered = self
                 .shared
@@ -229,14 +230,14 @@ impl<T> JobHandle<T> {
             }
             // A spurious or stale unpark just loops: the slot is the truth.
             match deadline {
-                None => std::thread::park(),
+                None => thread::park(),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         self.shared.cell().thread = None;
                         return None;
                     }
-                    std::thread::park_timeout(deadline - now);
+                    thread::park_timeout(deadline - now);
                 }
             }
         }

@@ -41,7 +41,11 @@ mod manager;
 mod signal;
 mod state;
 mod stats;
+mod sync;
 mod task;
+
+#[cfg(all(test, leasepool_loom))]
+mod loom_tests;
 
 pub use acquire::{Acquire, AcquireFuture};
 pub use backend::{

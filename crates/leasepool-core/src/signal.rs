@@ -5,12 +5,13 @@
 //! registered listener, so no wake-up is lost and nothing polls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::Waker;
-use std::thread::Thread;
 use std::time::Instant;
 
 use event_listener::{Event, Listener};
+
+use crate::sync::thread::{self, Thread};
 
 /// Waits asynchronously until `check` returns `Some`.
 pub(crate) async fn wait_for<T>(event: &Event, mut check: impl FnMut() -> Option<T>) -> T {
@@ -88,7 +89,7 @@ impl<T: Clone> Gate<T> {
 /// (`notified`), so none is lost.
 #[derive(Debug, Default)]
 pub(crate) struct WakeSlot {
-    cell: Mutex<WakeCell>,
+    cell: crate::sync::Mutex<WakeCell>,
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +100,7 @@ struct WakeCell {
 }
 
 impl WakeSlot {
-    fn cell(&self) -> MutexGuard<'_, WakeCell> {
+    fn cell(&self) -> crate::sync::MutexGuard<'_, WakeCell> {
         self.cell.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -138,7 +139,7 @@ impl WakeSlot {
         if std::mem::take(&mut cell.notified) {
             return true;
         }
-        cell.thread = Some(std::thread::current());
+        cell.thread = Some(thread::current());
         false
     }
 }
