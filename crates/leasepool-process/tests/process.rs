@@ -719,6 +719,40 @@ fn orphaned_workers_exit() -> Outcome {
     })
 }
 
+/// `call`, `acquire` and `release` awaited under every runtime the crate
+/// promises to work with, none of which it depends on.
+fn call_under_every_runtime() -> Outcome {
+    let m = manager("lp-rt", ProcessBackend::new(), 1, 1);
+    m.start_blocking().map_err(|e| e.to_string())?;
+    let body = |m: LeasedExecutorManager<ProcessBackend>| async move {
+        let lease = m.acquire().timeout(PATIENCE).await?;
+        let sum = lease.call(add, (40, 2)).await?;
+        let text = lease.executor().call(shout, "rt".to_owned()).await?;
+        lease.release().await;
+        Ok::<_, Error>((sum, text))
+    };
+    let expected = Ok((42, "RT".to_owned()));
+    let tokio_ct = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(body(m.clone()));
+    check!(tokio_ct == expected, "tokio current-thread: {tokio_ct:?}");
+    let tokio_mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(body(m.clone()));
+    check!(tokio_mt == expected, "tokio multi-thread: {tokio_mt:?}");
+    let smol = smol::block_on(body(m.clone()));
+    check!(smol == expected, "smol: {smol:?}");
+    let async_std = async_std::task::block_on(body(m.clone()));
+    check!(async_std == expected, "async-std: {async_std:?}");
+    let plain = futures_lite::future::block_on(body(m.clone()));
+    check!(plain == expected, "futures-lite block_on: {plain:?}");
+    m.stop_blocking();
+    Ok(())
+}
+
 /// Short calls back to back on several pools at once, with and without
 /// busy-polling: every result arrives, whoever polls.
 fn busy_polling_pools() -> Outcome {
@@ -959,6 +993,7 @@ fn main() {
         ("no_children_after_stop", no_children_after_stop),
         ("orphaned_workers_exit", orphaned_workers_exit),
         ("busy_polling_pools", busy_polling_pools),
+        ("call_under_every_runtime", call_under_every_runtime),
         ("kill_on_hard_expiry", kill_on_hard_expiry),
         (
             "closures_and_bad_options_are_refused",
