@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use leasepool_core::{
-    BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeasedExecutorManager, PoolContext,
-    Task, conformance, function_name,
+    BackendPool, Error, ExecutorBackend, ExecutorLease, JobHandle, LeaseEnd, LeasedExecutorManager,
+    PoolContext, Task, conformance, function_name,
 };
 use leasepool_process::{ProcessBackend, ProcessLogging, Registry, init};
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,16 @@ fn manager(
         .expect("valid configuration")
 }
 
+/// A lease on `m`, waiting at most [`PATIENCE`] for it.
+fn lease_on(
+    m: &LeasedExecutorManager<ProcessBackend>,
+) -> Result<ExecutorLease<ProcessBackend>, String> {
+    m.acquire()
+        .timeout(PATIENCE)
+        .blocking()
+        .map_err(|e| e.to_string())
+}
+
 fn wait<T>(mut handle: JobHandle<T>) -> Result<T, Error> {
     handle
         .wait_timeout(PATIENCE)
@@ -210,11 +220,7 @@ fn call_round_trip() -> Outcome {
         "backend name {}",
         m.backend_name()
     );
-    let lease = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let lease = lease_on(&m)?;
     check!(
         wait(lease.submit_call(add, (2, 40)).unwrap()) == Ok(42),
         "add"
@@ -278,11 +284,7 @@ fn call_round_trip() -> Outcome {
 fn panic_and_unknown_function() -> Outcome {
     let m = manager("lp-panic", ProcessBackend::new(), 1, 1);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let lease = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let lease = lease_on(&m)?;
     let before = wait(lease.submit_call(pid, ()).unwrap()).map_err(|e| e.to_string())?;
     let got = wait(lease.submit_call(boom, 7).unwrap());
     check!(
@@ -317,16 +319,8 @@ fn panic_and_unknown_function() -> Outcome {
 fn abort_breaks_only_its_pool() -> Outcome {
     let m = manager("lp-abort", ProcessBackend::new(), 2, 1);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let doomed = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
-    let other = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let doomed = lease_on(&m)?;
+    let other = lease_on(&m)?;
     let started = Instant::now();
     let queued = doomed.submit_call(add, (1, 2)); // may run first, or be failed
     match wait(doomed.submit_call(abort_now, ()).unwrap()) {
@@ -354,11 +348,7 @@ fn abort_breaks_only_its_pool() -> Outcome {
         "other pool"
     );
     drop(doomed);
-    let fresh = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let fresh = lease_on(&m)?;
     check!(
         wait(fresh.submit_call(add, (5, 6)).unwrap()) == Ok(11),
         "replacement pool"
@@ -375,11 +365,7 @@ fn abort_breaks_only_its_pool() -> Outcome {
 fn sigkill_mid_job() -> Outcome {
     let m = manager("lp-kill", ProcessBackend::new(), 1, 1);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let lease = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let lease = lease_on(&m)?;
     let worker = wait(lease.submit_call(pid, ()).unwrap()).map_err(|e| e.to_string())?;
     let job = lease.submit_call(sleep_ms, 60_000).unwrap();
     let status = std::process::Command::new("kill")
@@ -464,11 +450,7 @@ fn not_a_worker_fails_fast() -> Outcome {
 fn recycling_after_n_jobs() -> Outcome {
     let m = manager("lp-recycle", ProcessBackend::new().jobs_per_worker(3), 1, 1);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let lease = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let lease = lease_on(&m)?;
     // Submitted at once: the queue outlives each worker's retirement.
     let handles: Vec<_> = (0..7)
         .map(|_| lease.submit_call(pid, ()).unwrap())
@@ -511,16 +493,8 @@ fn no_children_after_stop() -> Outcome {
     let pipes_before = open_pipes();
     let m = manager("lp-stop", ProcessBackend::new(), 2, 2);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let a = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
-    let b = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let a = lease_on(&m)?;
+    let b = lease_on(&m)?;
     let handles: Vec<_> = [&a, &a, &b, &b]
         .into_iter()
         .map(|lease| lease.submit_call(pid_after, 300).unwrap())
@@ -583,11 +557,7 @@ fn kill_on_hard_expiry() -> Outcome {
     );
     wait_until("the killed worker is reaped", || process_gone(worker))?;
     drop(lease);
-    let fresh = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let fresh = lease_on(&m)?;
     check!(
         wait(fresh.submit_call(add, (1, 2)).unwrap()) == Ok(3),
         "new pool"
@@ -769,11 +739,7 @@ fn busy_polling_pools() -> Outcome {
         let mut runs = Vec::new();
         for m in [&polling, &polling, &blocking] {
             runs.push(scope.spawn(move || -> Outcome {
-                let lease = m
-                    .acquire()
-                    .timeout(PATIENCE)
-                    .blocking()
-                    .map_err(|e| e.to_string())?;
+                let lease = lease_on(m)?;
                 for i in 0..2_000u64 {
                     check!(
                         wait(lease.submit_call(add, (i, 1)).unwrap()) == Ok(i + 1),
@@ -843,11 +809,7 @@ fn log_forwarding() -> Outcome {
         .stderr(true);
     let m = manager("lp-log", ProcessBackend::new().logging(logging), 1, 1);
     m.start_blocking().map_err(|e| e.to_string())?;
-    let lease = m
-        .acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())?;
+    let lease = lease_on(&m)?;
     let worker = wait(lease.submit_call(pid, ()).unwrap()).map_err(|e| e.to_string())?;
     check!(
         wait(lease.submit_call(log_something, 7).unwrap()) == Ok(7),
