@@ -5,11 +5,17 @@
 //! waiter leaves the queue exactly once: it is granted a lease, failed (time
 //! out, stop, creation error), or cancelled because its future was dropped.
 //! Its outcome is parked in `resolved` until the waiter picks it up.
+//!
+//! Waiter ids only grow, so the queue is an ordered map from id to waiter:
+//! the oldest waiter is the first entry, and a waiter whose future is
+//! dropped leaves in O(log n) wherever it stands. A second ordered set,
+//! keyed by deadline, finds the waiters that time out without scanning the
+//! queue.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::seqmap::SeqMap;
+use super::seqmap::{SeqMap, SeqSet};
 use super::{Grant, LeaseTerms};
 use crate::Error;
 
@@ -20,7 +26,7 @@ pub(crate) struct Waiter<S> {
     pub(crate) terms: LeaseTerms,
     /// When the waiter gives up, and the timeout it asked for.
     pub(crate) deadline: Option<(Instant, Duration)>,
-    /// How to wake the waiter (an event in the manager, `()` in tests).
+    /// How to wake the waiter (a wake slot in the manager, `()` in tests).
     pub(crate) signal: S,
 }
 
@@ -33,7 +39,10 @@ pub(crate) enum Resolution {
 
 #[derive(Debug)]
 pub(crate) struct WaitQueue<S> {
-    queue: VecDeque<Waiter<S>>,
+    /// Queued waiters by id: iteration order is arrival order.
+    queue: BTreeMap<u64, Waiter<S>>,
+    /// `(deadline, id)` of every queued waiter that has a deadline.
+    deadlines: BTreeSet<(Instant, u64)>,
     resolved: SeqMap<Resolution>,
     next_id: u64,
 }
@@ -41,7 +50,8 @@ pub(crate) struct WaitQueue<S> {
 impl<S> WaitQueue<S> {
     pub(crate) fn new() -> Self {
         WaitQueue {
-            queue: VecDeque::new(),
+            queue: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             resolved: SeqMap::default(),
             next_id: 0,
         }
@@ -63,18 +73,33 @@ impl<S> WaitQueue<S> {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.queue.push_back(Waiter {
+        if let Some((at, _)) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        self.queue.insert(
             id,
-            terms,
-            deadline,
-            signal,
-        });
+            Waiter {
+                id,
+                terms,
+                deadline,
+                signal,
+            },
+        );
         id
+    }
+
+    /// Forgets the deadline entry of a waiter that left the queue.
+    fn left(&mut self, waiter: &Waiter<S>) {
+        if let Some((at, _)) = waiter.deadline {
+            self.deadlines.remove(&(at, waiter.id));
+        }
     }
 
     /// The oldest waiter, removed from the queue.
     pub(crate) fn pop_oldest(&mut self) -> Option<Waiter<S>> {
-        self.queue.pop_front()
+        let (_, waiter) = self.queue.pop_first()?;
+        self.left(&waiter);
+        Some(waiter)
     }
 
     /// Records the outcome for a waiter that has left the queue and returns
@@ -86,9 +111,9 @@ impl<S> WaitQueue<S> {
 
     /// Removes a still-queued waiter. Returns false if it already left.
     pub(crate) fn remove_queued(&mut self, id: u64) -> bool {
-        match self.queue.iter().position(|w| w.id == id) {
-            Some(index) => {
-                self.queue.remove(index);
+        match self.queue.remove(&id) {
+            Some(waiter) => {
+                self.left(&waiter);
                 true
             }
             None => false,
@@ -99,29 +124,40 @@ impl<S> WaitQueue<S> {
         self.resolved.remove(&id)
     }
 
+    /// The ids of the `skip` oldest waiters (`skip` is the number of pool
+    /// creations in flight: small).
+    fn oldest_ids(&self, skip: usize) -> SeqSet {
+        self.queue.keys().take(skip).copied().collect()
+    }
+
     /// Removes every waiter, except the `skip` oldest, whose deadline is at
-    /// or before `now`.
+    /// or before `now`, oldest first.
     pub(crate) fn take_timed_out(&mut self, now: Instant, skip: usize) -> Vec<Waiter<S>> {
-        let expired = |w: &Waiter<S>| matches!(w.deadline, Some((at, _)) if at <= now);
-        if !self.queue.iter().skip(skip).any(expired) {
-            return Vec::new();
-        }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        let mut timed_out = Vec::new();
-        for (index, waiter) in self.queue.drain(..).enumerate() {
-            if index >= skip && expired(&waiter) {
-                timed_out.push(waiter);
-            } else {
-                kept.push_back(waiter);
+        let spared = self.oldest_ids(skip);
+        let due: Vec<u64> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .filter(|id| !spared.contains(id))
+            .collect();
+        let mut timed_out: Vec<Waiter<S>> = due
+            .into_iter()
+            .filter_map(|id| self.queue.remove(&id))
+            .collect();
+        for waiter in &timed_out {
+            if let Some((at, _)) = waiter.deadline {
+                self.deadlines.remove(&(at, waiter.id));
             }
         }
-        self.queue = kept;
+        timed_out.sort_unstable_by_key(|w| w.id);
         timed_out
     }
 
     /// Every queued waiter, oldest first, leaving the queue empty.
     pub(crate) fn drain(&mut self) -> Vec<Waiter<S>> {
-        self.queue.drain(..).collect()
+        self.deadlines.clear();
+        std::mem::take(&mut self.queue).into_values().collect()
     }
 
     /// Turns every parked grant into a failure (used by stop: the granted
@@ -136,10 +172,10 @@ impl<S> WaitQueue<S> {
 
     /// The earliest deadline among the waiters after the `skip` oldest.
     pub(crate) fn earliest_deadline(&self, skip: usize) -> Option<Instant> {
-        self.queue
+        let spared = self.oldest_ids(skip);
+        self.deadlines
             .iter()
-            .skip(skip)
-            .filter_map(|w| w.deadline.map(|(at, _)| at))
-            .min()
+            .find(|(_, id)| !spared.contains(id))
+            .map(|(at, _)| *at)
     }
 }
