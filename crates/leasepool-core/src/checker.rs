@@ -1,33 +1,49 @@
-//! The checker: one plain OS thread per running manager.
+//! The checker: one plain OS thread per running manager, and the pools it
+//! has created.
 //!
-//! It creates pools (so async callers never block on pool start-up), revokes
-//! leases at hard expiry, times out waiters, warns at soft expiry, applies
-//! the adaptive size, and shuts down pools reported broken. It sleeps on an
-//! `event_listener::Event` with a deadline, the earliest of: the check
-//! interval, the next soft or hard expiry, the next waiter deadline. Anyone
-//! who changes what that deadline should be (a new short lease, a waiter that
-//! needs a pool created, a broken pool, `notify_scale_changed`, `stop`)
-//! "kicks" it. No async runtime, no polling loop.
+//! The checker is the manager's clock. Each pass revokes leases at hard
+//! expiry, plans the pool creations the desired size and the waiters need,
+//! times out waiters, warns at soft expiry, shrinks idle pools above the
+//! desired count and shuts down pools reported broken. It then sleeps on an
+//! [`Alarm`] until the earliest of: the check interval, the next soft or
+//! hard expiry, the next waiter deadline, the end of a creation back-off or
+//! of a graceful shutdown. Whoever changes what that deadline should be (a
+//! new short lease, a waiter that needs a pool, a broken pool, a new size
+//! reading, `stop`) kicks it. No async runtime, no polling loop.
+//!
+//! The checker never waits on user code. The size provider runs on the
+//! sizer thread (`sizer.rs`), which sets the desired count itself; each planned pool is created on a short-lived
+//! thread of its own, so a backend that is slow to create a pool delays
+//! only the waiters that pool will serve; a backend that panics in
+//! `create_pool` counts as a failed creation. Only the pools of start-up are
+//! created on the checker thread itself, before it starts keeping time.
 //!
 //! The thread holds only a weak reference to the manager between passes, so
 //! a manager dropped without `stop()` still lets it exit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::backend::LiveWorkers;
-use crate::manager::{Inner, downgrade};
+use crate::backend::{BrokenSignal, LiveWorkers};
+use crate::contain::contain;
+use crate::manager::{Inner, PoolRef};
 use crate::signal::{Alarm, StartGate};
+use crate::state::{Phase, PoolSlot};
 use crate::{Error, ExecutorBackend, PoolContext};
+
+/// How long start-up waits for the size provider's first answer before it
+/// creates `min_pools` and lets the sizer catch up.
+const SIZE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How the manager wakes and retires its checker thread.
 #[derive(Debug, Default)]
-pub(crate) struct CheckerSignal {
+pub(crate) struct Checker {
     alarm: Alarm,
     generation: AtomicU64,
 }
 
-impl CheckerSignal {
+impl Checker {
     /// Asks for a pass as soon as possible.
     pub(crate) fn kick(&self) {
         self.alarm.kick();
@@ -44,15 +60,16 @@ impl CheckerSignal {
     }
 }
 
-/// Spawns the checker thread for one run of the manager.
+/// Spawns the checker thread for one run of the manager. It creates the
+/// first pools, publishes the outcome through `gate`, then keeps time.
 pub(crate) fn spawn<B: ExecutorBackend>(
     inner: &Arc<Inner<B>>,
     generation: u64,
     gate: Arc<StartGate>,
     live: Arc<LiveWorkers>,
 ) -> Result<(), Error> {
-    let weak = downgrade(inner);
-    let signal = inner.checker.clone();
+    let weak = Arc::downgrade(inner);
+    let checker = inner.checker.clone();
     // The checker counts as a worker: stop() waits for it to exit too.
     let guard = PoolContext::guard_for(&live);
     let name = format!("{}-checker", inner.config.name_prefix);
@@ -61,7 +78,7 @@ pub(crate) fn spawn<B: ExecutorBackend>(
         .spawn(move || {
             let _guard = guard;
             let started = match weak.upgrade() {
-                Some(inner) => inner.create_initial_pools(generation),
+                Some(inner) => start_up(&inner, generation),
                 None => Err(Error::NotStarted),
             };
             let ok = started.is_ok();
@@ -70,19 +87,189 @@ pub(crate) fn spawn<B: ExecutorBackend>(
                 return;
             }
             loop {
-                if !signal.is_current(generation) {
+                if !checker.is_current(generation) {
                     return;
                 }
                 let deadline = match weak.upgrade() {
-                    Some(inner) => match inner.checker_pass() {
+                    Some(inner) => match pass(&inner) {
                         Some(deadline) => deadline,
                         None => return,
                     },
                     None => return,
                 };
-                signal.alarm.sleep(Some(deadline));
+                checker.alarm.sleep(Some(deadline));
             }
         })
         .map(drop)
         .map_err(|e| Error::Broken(format!("cannot spawn the checker thread: {e}")))
+}
+
+/// Creates the first pools, on the checker thread.
+fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Result<(), Error> {
+    let units = match inner.sizer() {
+        None => 0,
+        Some(sizer) => {
+            let patience = SIZE_PATIENCE.min(inner.config.check_interval);
+            if !sizer.wait_first(crate::state::deadline_after(Instant::now(), patience)) {
+                log::warn!(
+                    target: crate::LOG_TARGET,
+                    "size_provider has not answered within {patience:?}: starting with min_pools"
+                );
+            }
+            sizer.units()
+        }
+    };
+    let desired = inner.config.desired_for(units);
+    let (seqs, live) = inner.with_core(|core, _| {
+        core.state.set_desired(desired);
+        (core.state.reserve_pool_seqs(desired), core.live.clone())
+    });
+    let mut pools = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        match create_pool(inner, seq, &live) {
+            Ok(slot) => pools.push(slot),
+            Err(error) => {
+                for slot in pools {
+                    inner.shut_down_pool(&slot.pool);
+                }
+                inner.with_core(|core, _| {
+                    if inner.checker.is_current(generation) {
+                        core.state.abort_start();
+                    }
+                });
+                log::warn!(target: crate::LOG_TARGET, "start failed: {error}");
+                return Err(error);
+            }
+        }
+    }
+    let created: Vec<u64> = pools.iter().map(|slot| slot.seq).collect();
+    let installed = inner.with_core(|core, fx| {
+        if inner.checker.is_current(generation) {
+            core.state.finish_start(pools, Instant::now(), fx)
+        } else {
+            Err(pools)
+        }
+    });
+    match installed {
+        Ok(()) => {
+            for seq in created {
+                log::info!(
+                    target: crate::LOG_TARGET,
+                    "created executor pool {seq} (backend {})",
+                    inner.backend.name()
+                );
+            }
+            log::info!(
+                target: crate::LOG_TARGET,
+                "started lease manager: backend {}, {desired} pools, max_pools {}",
+                inner.backend.name(),
+                inner.config.max_pools
+            );
+            Ok(())
+        }
+        Err(pools) => {
+            for slot in pools {
+                inner.shut_down_pool(&slot.pool);
+            }
+            Err(Error::NotStarted)
+        }
+    }
+}
+
+/// One checker pass. Returns when the next pass is due, or `None` once the
+/// manager is not running.
+fn pass<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Option<Instant> {
+    let now = Instant::now();
+    let interval = inner.config.check_interval;
+    let planned = inner.with_core(|core, fx| {
+        if !matches!(core.state.phase(), Phase::Running | Phase::ShuttingDown) {
+            return None;
+        }
+        // Revoke, then plan, then tick: the room an expired lease frees
+        // counts, and a waiter a new pool will serve is not timed out in
+        // the very pass that creates its pool.
+        core.state.revoke_expired(now, fx);
+        let creations = match core.state.creation_held_until(now) {
+            Some(_) => Vec::new(), // the tick's deadline wakes us when it ends
+            None => core.state.plan_creations(),
+        };
+        let deadline = core.state.tick(now, interval, fx);
+        if core.state.shutdown_due(now) {
+            fx.shutdown_ready = true;
+        }
+        Some((deadline, creations, core.live.clone()))
+    });
+    let (deadline, creations, live) = planned?;
+    for seq in creations {
+        spawn_creation(inner, seq, &live);
+    }
+    Some(deadline)
+}
+
+/// Creates planned pool `seq` on a thread of its own (a worker of the run:
+/// `stop()` waits for it), then installs it or records the failure.
+fn spawn_creation<B: ExecutorBackend>(inner: &Arc<Inner<B>>, seq: u64, live: &Arc<LiveWorkers>) {
+    let guard = PoolContext::guard_for(live);
+    let name = format!("{}-create-{seq}", inner.config.name_prefix);
+    let creator = inner.clone();
+    let live = live.clone();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let _guard = guard;
+        let created = create_pool(&creator, seq, &live);
+        creation_done(&creator, seq, created);
+    });
+    if let Err(e) = spawned {
+        let error = Error::Broken(format!("cannot spawn a thread to create pool {seq}: {e}"));
+        creation_done(inner, seq, Err(error));
+    }
+}
+
+/// Installs a planned pool, or fails the oldest waiter it would have served.
+fn creation_done<B: ExecutorBackend>(
+    inner: &Inner<B>,
+    seq: u64,
+    created: Result<PoolSlot<PoolRef<B>>, Error>,
+) {
+    inner.with_core(|core, fx| {
+        let now = Instant::now();
+        match created {
+            Ok(slot) => core.state.pool_created(slot, now, fx),
+            Err(error) => {
+                core.state.pool_creation_failed(seq, error, fx);
+                core.state.record_break(now);
+            }
+        }
+    });
+}
+
+/// Builds pool `seq` through the backend. A panic in `create_pool` is a
+/// failed creation.
+fn create_pool<B: ExecutorBackend>(
+    inner: &Arc<Inner<B>>,
+    seq: u64,
+    live: &Arc<LiveWorkers>,
+) -> Result<PoolSlot<PoolRef<B>>, Error> {
+    let weak = Arc::downgrade(inner);
+    let broken = BrokenSignal::new(Arc::new(move |reason: &str| {
+        if let Some(inner) = weak.upgrade() {
+            inner.pool_broken(seq, reason);
+        }
+    }));
+    let ctx = PoolContext {
+        seq,
+        workers: inner.config.workers_per_pool,
+        name_prefix: inner.config.name_prefix.clone(),
+        broken,
+        live: live.clone(),
+    };
+    let pool = contain(|| inner.backend.create_pool(ctx)).unwrap_or_else(|message| {
+        Err(Error::Broken(format!(
+            "the {} backend panicked while creating pool {seq}: {message}",
+            inner.backend.name()
+        )))
+    })?;
+    Ok(PoolSlot {
+        seq,
+        pool: Arc::new(pool),
+    })
 }

@@ -41,6 +41,14 @@ impl fmt::Debug for ManagerConfig {
 }
 
 impl ManagerConfig {
+    /// The adaptive target for `units` of the size signal: `min(max_pools,
+    /// max(min_pools, ceil(units / units_per_pool)))`.
+    pub(crate) fn desired_for(&self, units: usize) -> usize {
+        units
+            .div_ceil(self.units_per_pool)
+            .clamp(self.min_pools, self.max_pools)
+    }
+
     /// The most pools the manager will own at once.
     pub fn max_pools(&self) -> usize {
         self.max_pools

@@ -31,18 +31,25 @@ mod checker;
 mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod contain;
 mod error;
 mod grinder;
 mod id;
 mod initializer;
 mod job;
+mod job_scope;
 mod lease;
 mod manager;
+mod shutdown;
 mod signal;
+mod sizer;
 mod state;
 mod stats;
 mod sync;
 mod task;
+
+/// The `log` target of every record leasepool emits.
+pub(crate) const LOG_TARGET: &str = "leasepool";
 
 #[cfg(all(test, leasepool_loom))]
 mod loom_tests;

@@ -1,23 +1,29 @@
-//! `LeasedExecutorManager`: the state machine behind one lock, plus the
-//! checker thread and the async surface.
+//! `LeasedExecutorManager`: the handle and its async surface, over the
+//! state machine behind one lock.
+//!
+//! Every change of state goes through [`Inner::with_core`]: lock, run the
+//! transition, flag a graceful shutdown that may proceed, unlock, then
+//! perform the effects (backend calls, wake-ups, log records) with the lock
+//! released. The checker's pass and pool creation live in `checker.rs`, the
+//! size provider's thread in `sizer.rs`, graceful shutdown in `shutdown.rs`.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use event_listener::Event;
 
-use crate::backend::{BrokenSignal, LiveWorkers};
-use crate::checker::{self, CheckerSignal};
+use crate::backend::LiveWorkers;
+use crate::checker::{self, Checker};
+use crate::contain::contain_logged;
 use crate::job::JobSink;
-use crate::signal::{Gate, StartGate, WakeSlot, wait_for, wait_for_blocking};
-use crate::state::{Effects, LeaseState, Limits, Note, Phase, PoolSlot};
+use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
+use crate::sizer::{Sizer, read_units};
+use crate::state::{Effects, LeaseState, Limits, Note, Phase};
 use crate::{
-    Acquire, BackendPool, Error, ExecutorBackend, LeaseId, ManagerBuilder, ManagerConfig,
-    ManagerStats, PoolContext, ShutdownReport,
+    Acquire, BackendPool, Error, ExecutorBackend, LOG_TARGET, LeaseId, ManagerBuilder,
+    ManagerConfig, ManagerStats,
 };
 
 /// The pool handle the state machine moves around.
@@ -25,43 +31,33 @@ pub(crate) type PoolRef<B> = Arc<<B as ExecutorBackend>::Pool>;
 pub(crate) type State<B> = LeaseState<PoolRef<B>, Arc<WakeSlot>>;
 pub(crate) type Fx<B> = Effects<PoolRef<B>, Arc<WakeSlot>>;
 
-const LOG_TARGET: &str = "leasepool";
-
-/// What the one lock guards.
+/// What the one lock guards: the state machine and the current run.
 pub(crate) struct Core<B: ExecutorBackend> {
     pub(crate) state: State<B>,
     /// Published when the start in progress finishes.
     start_gate: Option<Arc<StartGate>>,
     /// Workers (and the checker) of the current or last run.
-    live: Arc<LiveWorkers>,
-    /// Pools reported broken, waiting for the checker to shut them down.
-    deferred: Vec<PoolRef<B>>,
-    /// Broken reports for pools still being created (a worker initializer
-    /// can fail before `create_pool` returns), applied on installation.
-    early_broken: HashMap<u64, String>,
+    pub(crate) live: Arc<LiveWorkers>,
+    /// The current run's size-provider thread, if one is configured.
+    sizer: Option<Arc<Sizer>>,
 }
 
 impl<B: ExecutorBackend> Core<B> {
-    /// The `stop` transition plus the manager's own state: pools waiting
-    /// for the checker join the ones to shut down, early broken reports and
-    /// a start in progress are forgotten. Returns how many leases ended.
-    fn stop(&mut self, fx: &mut Fx<B>) -> usize {
-        let ended = self.state.stop(fx);
-        fx.shutdown.append(&mut self.deferred);
-        self.early_broken.clear();
+    /// The `stop` transition plus the run's own threads: a start in
+    /// progress is forgotten and the sizer retired.
+    pub(crate) fn stop(&mut self, fx: &mut Fx<B>) {
+        self.state.stop(fx);
         self.start_gate = None;
-        ended
-    }
-
-    /// Applies a broken report that arrived while pool `seq` was being
-    /// created. Call right after the pool is installed.
-    fn installed(&mut self, seq: u64, now: Instant, fx: &mut Fx<B>) {
-        if let Some(reason) = self.early_broken.remove(&seq) {
-            if self.state.pool_broken(seq, &reason, fx) {
-                self.state.record_break(now);
-            }
+        if let Some(sizer) = self.sizer.take() {
+            sizer.retire();
         }
     }
+}
+
+/// What a stop leaves to wait for: the run's workers and its sizer.
+pub(crate) struct Stopped {
+    pub(crate) live: Arc<LiveWorkers>,
+    pub(crate) sizer: Option<Arc<Sizer>>,
 }
 
 pub(crate) struct Inner<B: ExecutorBackend> {
@@ -69,18 +65,19 @@ pub(crate) struct Inner<B: ExecutorBackend> {
     pub(crate) backend: B,
     pub(crate) config: ManagerConfig,
     core: Mutex<Core<B>>,
-    pub(crate) checker: Arc<CheckerSignal>,
+    pub(crate) checker: Arc<Checker>,
     /// Jobs that ended without running, ever (for shutdown reports).
-    jobs_cancelled: AtomicUsize,
+    pub(crate) jobs_cancelled: AtomicUsize,
     /// Notified when a graceful shutdown may proceed.
-    shutdown_ready: Event,
+    pub(crate) shutdown_ready: Event,
 }
 
 /// Owns a bounded set of executor pools and lends them out as leases.
 ///
 /// Cheap to clone: clones share one manager. Every method can be called from
 /// any thread; the async methods run on any runtime (they need none), and
-/// each has a blocking twin for plain threads.
+/// each has a blocking twin for plain threads, named with a `_blocking`
+/// suffix (the builders' twins are a `.blocking()` method).
 ///
 /// # Examples
 ///
@@ -154,10 +151,9 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                     state: LeaseState::new(id, limits),
                     start_gate: None,
                     live: Arc::new(LiveWorkers::default()),
-                    deferred: Vec::new(),
-                    early_broken: HashMap::new(),
+                    sizer: None,
                 }),
-                checker: Arc::new(CheckerSignal::default()),
+                checker: Arc::new(Checker::default()),
                 jobs_cancelled: AtomicUsize::new(0),
                 shutdown_ready: Event::new(),
             }),
@@ -166,9 +162,14 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
 
     /// Creates the desired number of pools and starts the checker.
     ///
-    /// Calling it while started does nothing. If a pool cannot be created,
-    /// every pool created so far is shut down, the manager stays stopped and
-    /// the error is returned. A stopped manager can be started again.
+    /// Calling it while started does nothing. If a pool cannot be created
+    /// (the backend returns an error or panics), every pool created so far
+    /// is shut down, the manager stays stopped and the error is returned. A
+    /// stopped manager can be started again.
+    ///
+    /// With a `size_provider`, start-up waits up to one second (or the
+    /// `check_interval`, if shorter) for its first answer; a provider that
+    /// has not answered by then counts as 0 units until it does.
     pub async fn start(&self) -> Result<(), Error> {
         match self.inner.begin_start()? {
             Some(gate) => gate.wait().await,
@@ -178,10 +179,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
 
     /// [`start`](Self::start) for plain threads.
     pub fn start_blocking(&self) -> Result<(), Error> {
-        match self.inner.begin_start()? {
-            Some(gate) => gate.wait_blocking(),
-            None => Ok(()),
-        }
+        futures_lite::future::block_on(self.start())
     }
 
     /// Stops the manager: stops the checker, shuts every pool down (queued
@@ -189,58 +187,26 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
     /// [`Error::NotStarted`], and ends every lease. Returns once every
     /// worker thread the manager started has exited.
     ///
+    /// Called from inside a job running on one of this manager's pools,
+    /// `stop()` cannot wait for the thread it runs on: it stops everything
+    /// the same way and returns without waiting for workers.
+    ///
     /// Safe before `start()` and safe to repeat.
     pub async fn stop(&self) {
-        let (live, _) = self.inner.begin_stop();
+        let stopped = self.inner.begin_stop();
+        if self.inner.called_from_own_job() {
+            return;
+        }
+        let live = &stopped.live;
         wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
+        if let Some(sizer) = &stopped.sizer {
+            sizer.exited().await;
+        }
     }
 
     /// [`stop`](Self::stop) for plain threads.
     pub fn stop_blocking(&self) {
-        let (live, _) = self.inner.begin_stop();
-        wait_for_blocking(&live.exited, || (live.get() == 0).then_some(()));
-    }
-
-    /// Shuts down gracefully within `deadline`, for a service with a
-    /// termination budget.
-    ///
-    /// At once: new acquires fail with [`Error::NotStarted`], waiters are
-    /// woken with `NotStarted`, idle pools are shut down, and the checker
-    /// keeps revoking leases at hard expiry. Held leases keep working until
-    /// they are released (and drained) or the deadline passes; then
-    /// everything still held is revoked and the manager stops exactly like
-    /// [`stop`](Self::stop) (which waits for running jobs). The report says
-    /// what happened.
-    ///
-    /// On a manager that is not running this is `stop()` with an empty
-    /// report.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let started = Instant::now();
-        let cancelled_before = self.inner.jobs_cancelled.load(Ordering::Acquire);
-        let at_start = self.inner.begin_shutdown(deadline);
-        if at_start.is_some() {
-            let inner = &self.inner;
-            wait_for(&inner.shutdown_ready, || inner.shutdown_due().then_some(())).await;
-        }
-        let (live, revoked) = self.inner.begin_stop();
-        wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
-        self.inner
-            .shutdown_report(started, cancelled_before, at_start, revoked)
-    }
-
-    /// [`shutdown`](Self::shutdown) for plain threads.
-    pub fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
-        let started = Instant::now();
-        let cancelled_before = self.inner.jobs_cancelled.load(Ordering::Acquire);
-        let at_start = self.inner.begin_shutdown(deadline);
-        if at_start.is_some() {
-            let inner = &self.inner;
-            wait_for_blocking(&inner.shutdown_ready, || inner.shutdown_due().then_some(()));
-        }
-        let (live, revoked) = self.inner.begin_stop();
-        wait_for_blocking(&live.exited, || (live.get() == 0).then_some(()));
-        self.inner
-            .shutdown_report(started, cancelled_before, at_start, revoked)
+        futures_lite::future::block_on(self.stop());
     }
 
     /// Borrows a pool. Configure the request on the returned builder and
@@ -265,15 +231,26 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
         }
     }
 
-    /// Wakes the checker so it re-reads the size provider now.
+    /// Asks for a new reading of the size provider now; the checker applies
+    /// it as soon as the provider answers.
     pub fn notify_scale_changed(&self) {
-        self.inner.checker.kick();
+        match self.inner.sizer() {
+            Some(sizer) => sizer.refresh(),
+            None => self.inner.checker.kick(),
+        }
     }
 
     /// The adaptive target: `min(max_pools, max(min_pools,
-    /// ceil(size_provider() / units_per_pool)))`. Calls the size provider.
+    /// ceil(size_provider() / units_per_pool)))`. Calls the size provider
+    /// on the calling thread (a panic counts as 0 units).
     pub fn desired_executor_count(&self) -> usize {
-        self.inner.compute_desired()
+        let units = self
+            .inner
+            .config
+            .size_provider
+            .as_ref()
+            .map_or(0, read_units);
+        self.inner.config.desired_for(units)
     }
 
     /// Idle pools.
@@ -337,27 +314,37 @@ impl<B: ExecutorBackend> Inner<B> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on the state under the lock, then performs its effects with
-    /// the lock released.
-    pub(crate) fn transition<R>(&self, f: impl FnOnce(&mut State<B>, &mut Fx<B>) -> R) -> R {
+    /// The one way to change state: runs `f` on the core under the lock,
+    /// flags a graceful shutdown that may now proceed, then performs the
+    /// effects with the lock released.
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Core<B>, &mut Fx<B>) -> R) -> R {
         let mut fx = self.effects();
         let result = {
             let mut core = self.core();
-            let result = f(&mut core.state, &mut fx);
-            check_shutdown(&core.state, &mut fx);
+            let result = f(&mut core, &mut fx);
+            if core.state.phase() == Phase::ShuttingDown && core.state.leased() == 0 {
+                fx.shutdown_ready = true;
+            }
             result
         };
         self.apply(fx);
         result
     }
 
+    /// [`with_core`](Self::with_core) for a transition of the state alone.
+    pub(crate) fn transition<R>(&self, f: impl FnOnce(&mut State<B>, &mut Fx<B>) -> R) -> R {
+        self.with_core(|core, fx| f(&mut core.state, fx))
+    }
+
     /// Fresh effects; log notes are built only when a logger is installed.
-    pub(crate) fn effects(&self) -> Fx<B> {
+    fn effects(&self) -> Fx<B> {
         Effects::with_notes(log::max_level() != log::LevelFilter::Off)
     }
 
     /// Performs the effects of a transition. Never called under the lock.
-    pub(crate) fn apply(&self, fx: Fx<B>) {
+    /// A backend that panics in `revoke` or `shutdown` is logged, never
+    /// allowed to unwind into the caller (often the checker).
+    fn apply(&self, fx: Fx<B>) {
         if fx.is_empty() {
             return;
         }
@@ -365,10 +352,10 @@ impl<B: ExecutorBackend> Inner<B> {
             log_note(self.backend.name(), note);
         }
         for pool in fx.revoked {
-            pool.revoke();
+            contain_logged("BackendPool::revoke", || pool.revoke());
         }
         for pool in fx.shutdown {
-            pool.shutdown();
+            self.shut_down_pool(&pool);
         }
         for signal in fx.wake {
             signal.notify();
@@ -381,285 +368,109 @@ impl<B: ExecutorBackend> Inner<B> {
         }
     }
 
-    fn begin_shutdown(&self, deadline: Duration) -> Option<usize> {
-        let at = crate::state::deadline_after(Instant::now(), deadline);
-        let mut fx = self.effects();
-        let held = {
-            let mut core = self.core();
-            let held = core.state.begin_shutdown(at, &mut fx);
-            check_shutdown(&core.state, &mut fx);
-            held
-        };
-        if let Some(held) = held {
-            log::info!(
-                target: LOG_TARGET,
-                "shutting down within {deadline:?}: {held} leases held, no new leases"
-            );
-        }
-        self.apply(fx);
-        held
+    /// Shuts a pool down; a panicking backend is logged.
+    pub(crate) fn shut_down_pool(&self, pool: &PoolRef<B>) {
+        contain_logged("BackendPool::shutdown", || pool.shutdown());
     }
 
-    fn shutdown_due(&self) -> bool {
-        self.core().state.shutdown_due(Instant::now())
+    /// The current run's sizer, if a size provider is configured.
+    pub(crate) fn sizer(&self) -> Option<Arc<Sizer>> {
+        self.core().sizer.clone()
     }
 
-    fn shutdown_report(
-        &self,
-        started: Instant,
-        cancelled_before: usize,
-        at_start: Option<usize>,
-        revoked: usize,
-    ) -> ShutdownReport {
-        let leases_at_start = at_start.unwrap_or(0);
-        let revoked_at_deadline = if at_start.is_some() { revoked } else { 0 };
-        let report = ShutdownReport {
-            leases_at_start,
-            ended_on_their_own: leases_at_start.saturating_sub(revoked_at_deadline),
-            revoked_at_deadline,
-            jobs_cancelled: self
-                .jobs_cancelled
-                .load(Ordering::Acquire)
-                .saturating_sub(cancelled_before),
-            elapsed: started.elapsed(),
-        };
-        if at_start.is_some() {
-            log::info!(target: LOG_TARGET, "shutdown finished: {report:?}");
-        }
-        report
+    /// True on a thread that is running a job of this manager's pools.
+    pub(crate) fn called_from_own_job(&self) -> bool {
+        crate::job_scope::running_job_of(self.id)
     }
 
     pub(crate) fn release(&self, key: u64) {
         self.transition(|state, fx| state.release(key, Instant::now(), fx));
     }
 
-    pub(crate) fn compute_desired(&self) -> usize {
-        let config = &self.config;
-        let units = match &config.size_provider {
-            None => 0,
-            Some(provider) => match catch_unwind(AssertUnwindSafe(|| provider())) {
-                Ok(units) => units,
-                Err(_) => {
-                    log::debug!(target: LOG_TARGET, "size_provider panicked; counting 0 units for this check");
-                    0
-                }
-            },
-        };
-        units
-            .div_ceil(config.units_per_pool)
-            .clamp(config.min_pools, config.max_pools)
-    }
-
-    /// Moves to `Starting` and launches the checker thread, which creates
-    /// the first pools. Returns the gate to wait on, or `None` if already
-    /// running.
+    /// Moves to `Starting` and launches the checker thread (which creates
+    /// the first pools) and the sizer. Returns the gate to wait on, or
+    /// `None` if already running.
     fn begin_start(self: &Arc<Self>) -> Result<Option<Arc<StartGate>>, Error> {
-        let mut core = self.core();
-        match core.state.begin_start() {
-            Phase::Running => return Ok(None),
-            // A graceful shutdown is under way: the manager is stopping.
-            Phase::ShuttingDown => return Err(Error::NotStarted),
-            Phase::Starting => return Ok(core.start_gate.clone()),
-            Phase::Stopped => {}
-        }
-        let gate = Arc::new(Gate::new());
-        core.start_gate = Some(gate.clone());
-        core.live = Arc::new(LiveWorkers::default());
-        let generation = self.checker.next_generation();
-        let spawned = checker::spawn(self, generation, gate.clone(), core.live.clone());
-        if let Err(error) = spawned {
-            core.state.abort_start();
-            core.start_gate = None;
-            return Err(error);
-        }
-        Ok(Some(gate))
-    }
-
-    /// Called on the checker thread: creates the first pools.
-    pub(crate) fn create_initial_pools(self: &Arc<Self>, generation: u64) -> Result<(), Error> {
-        let desired = self.compute_desired();
-        let (seqs, live) = {
-            let mut core = self.core();
-            core.state.set_desired(desired);
-            (core.state.reserve_pool_seqs(desired), core.live.clone())
-        };
-        let mut pools = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            match self.create_pool(seq, &live) {
-                Ok(slot) => pools.push(slot),
-                Err(error) => {
-                    for slot in pools {
-                        slot.pool.shutdown();
-                    }
-                    {
-                        let mut core = self.core();
-                        if self.checker.is_current(generation) {
-                            core.state.abort_start();
-                        }
-                    }
-                    log::warn!(target: LOG_TARGET, "start failed: {error}");
-                    return Err(error);
+        self.with_core(|core, _| {
+            match core.state.begin_start() {
+                Phase::Running => return Ok(None),
+                // A graceful shutdown is under way: the manager is stopping.
+                Phase::ShuttingDown => return Err(Error::NotStarted),
+                Phase::Starting => return Ok(core.start_gate.clone()),
+                Phase::Stopped => {}
+            }
+            let gate = Arc::new(Gate::new());
+            let generation = self.checker.next_generation();
+            let launched = self.launch_run(core, generation, &gate);
+            if let Err(error) = launched {
+                core.state.abort_start();
+                if let Some(sizer) = core.sizer.take() {
+                    sizer.retire();
                 }
+                return Err(error);
             }
-        }
-        let created: Vec<u64> = pools.iter().map(|slot| slot.seq).collect();
-        let mut fx = self.effects();
-        let installed = {
-            let mut core = self.core();
-            if self.checker.is_current(generation) {
-                let installed = core.state.finish_start(pools);
-                if installed.is_ok() {
-                    for seq in &created {
-                        core.installed(*seq, Instant::now(), &mut fx);
-                    }
-                }
-                installed
-            } else {
-                Err(pools)
-            }
-        };
-        self.apply(fx);
-        match installed {
-            Ok(()) => {
-                for seq in created {
-                    log::info!(target: LOG_TARGET, "created executor pool {seq} (backend {})", self.backend.name());
-                }
-                log::info!(
-                    target: LOG_TARGET,
-                    "started lease manager: backend {}, {desired} pools, max_pools {}",
-                    self.backend.name(),
-                    self.config.max_pools
-                );
-                Ok(())
-            }
-            Err(pools) => {
-                for slot in pools {
-                    slot.pool.shutdown();
-                }
-                Err(Error::NotStarted)
-            }
-        }
-    }
-
-    /// Builds pool `seq` through the backend.
-    pub(crate) fn create_pool(
-        self: &Arc<Self>,
-        seq: u64,
-        live: &Arc<LiveWorkers>,
-    ) -> Result<PoolSlot<PoolRef<B>>, Error> {
-        let weak = Arc::downgrade(self);
-        let broken = BrokenSignal::new(Arc::new(move |reason: &str| {
-            if let Some(inner) = weak.upgrade() {
-                inner.pool_broken(seq, reason);
-            }
-        }));
-        let ctx = PoolContext {
-            seq,
-            workers: self.config.workers_per_pool,
-            name_prefix: self.config.name_prefix.clone(),
-            broken,
-            live: live.clone(),
-        };
-        let pool = self.backend.create_pool(ctx)?;
-        Ok(PoolSlot {
-            seq,
-            pool: Arc::new(pool),
+            core.start_gate = Some(gate.clone());
+            Ok(Some(gate))
         })
+    }
+
+    /// Starts the threads of one run.
+    fn launch_run(
+        self: &Arc<Self>,
+        core: &mut Core<B>,
+        generation: u64,
+        gate: &Arc<StartGate>,
+    ) -> Result<(), Error> {
+        core.live = Arc::new(LiveWorkers::default());
+        if let Some(provider) = &self.config.size_provider {
+            let weak = Arc::downgrade(self);
+            let on_reading = Box::new(move |units: usize| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.size_read(units);
+                }
+            });
+            core.sizer = Some(Sizer::spawn(
+                provider.clone(),
+                self.config.check_interval,
+                format!("{}-sizer", self.config.name_prefix),
+                on_reading,
+            )?);
+        }
+        checker::spawn(self, generation, gate.clone(), core.live.clone())
+    }
+
+    /// The sizer read `units`: the new desired count; the checker creates
+    /// or shrinks pools to match.
+    fn size_read(&self, units: usize) {
+        let desired = self.config.desired_for(units);
+        self.transition(|state, fx| {
+            state.set_desired(desired);
+            fx.wake_checker = true;
+        });
     }
 
     /// A backend reported pool `seq` broken. The lease (if any) is retired
     /// now; the pool itself is shut down later by the checker, never on the
     /// reporting thread.
-    fn pool_broken(&self, seq: u64, reason: &str) {
-        let mut fx = self.effects();
-        {
-            let mut core = self.core();
-            if core.state.pool_broken(seq, reason, &mut fx) {
-                core.state.record_break(Instant::now());
-            } else if core.state.is_being_created(seq) {
-                core.early_broken.insert(seq, reason.to_owned());
-            }
-            let deferred = std::mem::take(&mut fx.shutdown);
-            core.deferred.extend(deferred);
-            check_shutdown(&core.state, &mut fx);
-        }
-        fx.wake_checker = true;
-        self.apply(fx);
+    pub(crate) fn pool_broken(&self, seq: u64, reason: &str) {
+        self.transition(|state, fx| state.report_broken(seq, reason, Instant::now(), fx));
     }
 
-    /// One checker pass. Returns when the next pass is due, or `None` once
-    /// the manager is not running.
-    pub(crate) fn checker_pass(self: &Arc<Self>) -> Option<Instant> {
-        let desired = self.compute_desired();
-        let now = Instant::now();
-        let mut fx = self.effects();
-        let (deadline, creations, live) = {
-            let mut core = self.core();
-            if !matches!(core.state.phase(), Phase::Running | Phase::ShuttingDown) {
-                return None;
-            }
-            fx.shutdown.append(&mut core.deferred);
-            core.state.set_desired(desired);
-            // Revoke, then plan, then tick: the room an expired lease frees
-            // counts, and a waiter a new pool will serve is not timed out
-            // in the very pass that creates its pool.
-            core.state.revoke_expired(now, &mut fx);
-            let creations = match core.state.creation_held_until(now) {
-                Some(_) => Vec::new(), // the tick's deadline wakes us when it ends
-                None => core.state.plan_creations(),
-            };
-            let deadline = core.state.tick(now, self.config.check_interval, &mut fx);
-            if core.state.shutdown_due(now) {
-                fx.shutdown_ready = true;
-            }
-            (deadline, creations, core.live.clone())
-        };
-        self.apply(fx);
-        for seq in creations {
-            let created = self.create_pool(seq, &live);
-            let mut fx = self.effects();
-            {
-                let mut core = self.core();
-                let now = Instant::now();
-                match created {
-                    Ok(slot) => match core.early_broken.remove(&seq) {
-                        // Broke while being created: never offer it.
-                        Some(reason) => {
-                            core.state.creation_discarded(seq, &reason, &mut fx);
-                            core.state.record_break(now);
-                            fx.shutdown.push(slot.pool);
-                        }
-                        None => core.state.pool_created(slot, now, &mut fx),
-                    },
-                    Err(error) => {
-                        core.early_broken.remove(&seq);
-                        core.state.pool_creation_failed(seq, error, &mut fx);
-                        core.state.record_break(now);
-                    }
-                }
-            }
-            self.apply(fx);
-        }
-        Some(deadline)
-    }
-
-    /// Stops everything. Returns the worker count to wait on and the number
-    /// of leases it ended.
-    fn begin_stop(&self) -> (Arc<LiveWorkers>, usize) {
-        let mut fx = self.effects();
-        let (live, was_running, ended) = {
-            let mut core = self.core();
+    /// Stops everything. Returns what to wait for.
+    pub(crate) fn begin_stop(&self) -> Stopped {
+        let (stopped, was_running) = self.with_core(|core, fx| {
             let was_running = core.state.phase() != Phase::Stopped;
-            let ended = core.stop(&mut fx);
+            let sizer = core.sizer.clone();
+            core.stop(fx);
             self.checker.next_generation();
-            (core.live.clone(), was_running, ended)
-        };
-        self.checker.kick();
-        self.apply(fx);
+            fx.wake_checker = true;
+            let live = core.live.clone();
+            (Stopped { live, sizer }, was_running)
+        });
         if was_running {
             log::info!(target: LOG_TARGET, "stopped lease manager (backend {})", self.backend.name());
         }
-        (live, ended)
+        stopped
     }
 }
 
@@ -682,7 +493,7 @@ impl<B: ExecutorBackend> Drop for Inner<B> {
             .unwrap_or_else(PoisonError::into_inner)
             .stop(&mut fx);
         self.checker.next_generation();
-        self.checker.kick();
+        fx.wake_checker = true;
         self.apply(fx);
     }
 }
@@ -761,17 +572,4 @@ fn log_note(backend: &str, note: &Note) {
             "an acquire timed out after {waited:?}"
         ),
     }
-}
-
-/// During a graceful shutdown, flags the effects once every lease has
-/// ended, so the waiting `shutdown()` proceeds.
-fn check_shutdown<P: Clone, S>(state: &LeaseState<P, S>, fx: &mut Effects<P, S>) {
-    if state.phase() == Phase::ShuttingDown && state.leased() == 0 {
-        fx.shutdown_ready = true;
-    }
-}
-
-/// Used by the checker to sleep without holding the manager alive.
-pub(crate) fn downgrade<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<Inner<B>> {
-    Arc::downgrade(inner)
 }

@@ -74,10 +74,6 @@ impl<T: Clone> Gate<T> {
     pub(crate) async fn wait(&self) -> T {
         wait_for(&self.event, || self.get()).await
     }
-
-    pub(crate) fn wait_blocking(&self) -> T {
-        wait_for_blocking(&self.event, || self.get())
-    }
 }
 
 /// Wakes one queued acquirer: the waker of its task or its parked thread.

@@ -54,6 +54,7 @@ pub struct LeaseStats {
 /// What a graceful [`shutdown`](crate::LeasedExecutorManager::shutdown)
 /// did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ShutdownReport {
     /// Leases held when the shutdown began.
@@ -67,6 +68,14 @@ pub struct ShutdownReport {
     /// shutdown and its end: queued on revoked or shut-down pools, or
     /// cancelled by their callers.
     pub jobs_cancelled: usize,
+    /// Jobs submitted through leases that had not ended when `shutdown`
+    /// returned: running on a thread that cannot be killed (a thread or
+    /// rayon job that ignores everything), or finishing right then.
+    pub jobs_still_running: usize,
+    /// Worker threads or processes of the manager still alive when
+    /// `shutdown` returned (it waits for them only briefly past the
+    /// deadline; `stop()` waits for them all).
+    pub workers_still_running: usize,
     /// How long the shutdown took, including waiting for worker threads.
     pub elapsed: Duration,
 }

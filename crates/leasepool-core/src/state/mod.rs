@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) use effects::{Effects, Finalised, Note};
-use seqmap::{SeqMap, SeqSet};
+use seqmap::SeqMap;
 pub(crate) use waiters::Resolution;
 use waiters::{WaitQueue, Waiter};
 
@@ -199,10 +199,15 @@ pub(crate) struct LeaseState<P, S> {
     waiters: WaitQueue<S>,
     /// Planned creations in flight (counted against `max_pools`).
     creating: usize,
-    /// Sequence numbers of pools being created in this run (planned, or
-    /// reserved by start). A pool that arrives with a number not in here
-    /// belongs to a run that was stopped: it is shut down.
-    in_creation: SeqSet,
+    /// Pools being created in this run (planned, or reserved by start), by
+    /// sequence number, with the reason if the pool was reported broken
+    /// before its creation returned (a worker initializer can fail first).
+    /// A pool that arrives with a number not in here belongs to a run that
+    /// was stopped: it is shut down.
+    in_creation: SeqMap<Option<String>>,
+    /// Pools reported broken, waiting for the checker to shut them down
+    /// (never on the reporting thread, which may be one of the pool's own).
+    deferred: Vec<P>,
     next_lease: u64,
     next_pool: u64,
     /// When the checker will next run on its own (`None`: not scheduled).
@@ -211,6 +216,9 @@ pub(crate) struct LeaseState<P, S> {
     backoff: BreakBackoff,
     /// The deadline of a graceful shutdown in progress.
     shutdown_deadline: Option<Instant>,
+    /// Jobs submitted through any lease of any run that have not ended
+    /// (queued or running), for shutdown reports.
+    jobs_in_flight: usize,
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -262,12 +270,14 @@ impl<P: Clone, S> LeaseState<P, S> {
             leases: SeqMap::default(),
             waiters: WaitQueue::new(),
             creating: 0,
-            in_creation: SeqSet::default(),
+            in_creation: SeqMap::default(),
+            deferred: Vec::new(),
             next_lease: 1,
             next_pool: 1,
             checker_wake_at: None,
             backoff: BreakBackoff::default(),
             shutdown_deadline: None,
+            jobs_in_flight: 0,
         }
     }
 
@@ -295,6 +305,12 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     pub(crate) fn waiting(&self) -> usize {
         self.waiters.len()
+    }
+
+    /// Jobs submitted through leases (of this run or an earlier one) that
+    /// have not ended yet.
+    pub(crate) fn jobs_in_flight(&self) -> usize {
+        self.jobs_in_flight
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -329,17 +345,32 @@ impl<P: Clone, S> LeaseState<P, S> {
         found
     }
 
-    /// Installs the pools created by `start`. If the manager was stopped
+    /// Installs the pools created by `start`, then retires those reported
+    /// broken while they were being created. If the manager was stopped
     /// meanwhile, the pools come back for shutdown.
-    pub(crate) fn finish_start(&mut self, pools: Vec<PoolSlot<P>>) -> Result<(), Vec<PoolSlot<P>>> {
+    pub(crate) fn finish_start(
+        &mut self,
+        pools: Vec<PoolSlot<P>>,
+        now: Instant,
+        fx: &mut Effects<P, S>,
+    ) -> Result<(), Vec<PoolSlot<P>>> {
         if self.phase != Phase::Starting {
             return Err(pools);
         }
-        for slot in &pools {
-            self.in_creation.remove(&slot.seq);
-        }
+        let broken: Vec<(u64, String)> = pools
+            .iter()
+            .filter_map(|slot| {
+                let reason = self.in_creation.remove(&slot.seq).flatten()?;
+                Some((slot.seq, reason))
+            })
+            .collect();
         self.phase = Phase::Running;
         self.idle.extend(pools);
+        for (seq, reason) in broken {
+            if self.pool_broken(seq, &reason, fx) {
+                self.record_break(now);
+            }
+        }
         Ok(())
     }
 
@@ -357,13 +388,14 @@ impl<P: Clone, S> LeaseState<P, S> {
         let first = self.next_pool;
         self.next_pool += n as u64;
         let seqs: Vec<u64> = (first..self.next_pool).collect();
-        self.in_creation.extend(seqs.iter().copied());
+        self.in_creation.extend(seqs.iter().map(|seq| (*seq, None)));
         seqs
     }
 
     /// True while pool `seq` is being created in this run.
+    #[cfg(test)]
     pub(crate) fn is_being_created(&self, seq: u64) -> bool {
-        self.in_creation.contains(&seq)
+        self.in_creation.contains_key(&seq)
     }
 
     /// Stops everything: every pool is shut down, every lease ends, every
@@ -378,6 +410,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         // when they arrive and no longer count against max_pools.
         self.creating = 0;
         self.in_creation.clear();
+        fx.shutdown.append(&mut self.deferred);
         for slot in self.idle.drain(..) {
             fx.shutdown.push(slot.pool);
         }
@@ -661,11 +694,13 @@ impl<P: Clone, S> LeaseState<P, S> {
             return None;
         }
         record.pending += 1;
+        self.jobs_in_flight += 1;
         Some(record.pool.pool.clone())
     }
 
     /// A job submitted through lease `key` finished (or was cancelled).
     pub(crate) fn job_finished(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) {
+        self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         let Some(record) = self.leases.get_mut(&key) else {
             return;
         };
@@ -693,6 +728,18 @@ impl<P: Clone, S> LeaseState<P, S> {
         fx.revoked.push(record.pool.pool.clone());
         fx.shutdown.push(record.pool.pool);
         self.request_capacity(fx);
+    }
+
+    /// The deadline of a graceful shutdown has come: every lease still held
+    /// is revoked exactly as at hard expiry (its pool is revoked, then shut
+    /// down). Returns how many were revoked.
+    pub(crate) fn revoke_all(&mut self, fx: &mut Effects<P, S>) -> usize {
+        let mut keys: Vec<u64> = self.leases.keys().copied().collect();
+        keys.sort_unstable();
+        for key in &keys {
+            self.revoke(*key, fx);
+        }
+        keys.len()
     }
 
     /// Revokes every lease at or past its hard expiry.
@@ -747,6 +794,27 @@ impl<P: Clone, S> LeaseState<P, S> {
         true
     }
 
+    /// A backend reported pool `seq` broken, from any thread. The pool is
+    /// retired wherever it is, and kept for the checker to shut down; a
+    /// pool still being created remembers the reason and is discarded when
+    /// its creation returns.
+    pub(crate) fn report_broken(
+        &mut self,
+        seq: u64,
+        reason: &str,
+        now: Instant,
+        fx: &mut Effects<P, S>,
+    ) {
+        let before = fx.shutdown.len();
+        if self.pool_broken(seq, reason, fx) {
+            self.record_break(now);
+        } else if let Some(early) = self.in_creation.get_mut(&seq) {
+            early.get_or_insert_with(|| reason.to_owned());
+        }
+        self.deferred.extend(fx.shutdown.drain(before..));
+        fx.wake_checker = true;
+    }
+
     // ----- sizing and the checker ---------------------------------------
 
     pub(crate) fn set_desired(&mut self, desired: usize) {
@@ -795,10 +863,19 @@ impl<P: Clone, S> LeaseState<P, S> {
         self.reserve_pool_seqs(n)
     }
 
-    /// A planned creation succeeded.
+    /// A planned creation succeeded. A pool reported broken while it was
+    /// being created is never offered: it is shut down, and the checker
+    /// creates a replacement, subject to the back-off.
     pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) {
+        if let Some(Some(reason)) = self.in_creation.get(&slot.seq) {
+            let reason = reason.clone();
+            self.creation_discarded(slot.seq, &reason, fx);
+            self.record_break(now);
+            fx.shutdown.push(slot.pool);
+            return;
+        }
         fx.note(|| Note::Created { pool: slot.seq });
-        if !self.in_creation.remove(&slot.seq) {
+        if self.in_creation.remove(&slot.seq).is_none() {
             // Planned by a run that was stopped.
             fx.shutdown.push(slot.pool);
             return;
@@ -815,7 +892,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// (the caller shuts it down). Nobody is failed: the checker creates a
     /// replacement, subject to the back-off.
     pub(crate) fn creation_discarded(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
-        if !self.in_creation.remove(&seq) {
+        if self.in_creation.remove(&seq).is_none() {
             return;
         }
         self.creating = self.creating.saturating_sub(1);
@@ -830,7 +907,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// A planned creation failed: the oldest waiter that no other creation
     /// in flight will serve gets the error.
     pub(crate) fn pool_creation_failed(&mut self, seq: u64, error: Error, fx: &mut Effects<P, S>) {
-        if !self.in_creation.remove(&seq) {
+        if self.in_creation.remove(&seq).is_none() {
             return; // planned by a run that was stopped
         }
         self.creating = self.creating.saturating_sub(1);
@@ -859,6 +936,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         fx: &mut Effects<P, S>,
     ) -> Instant {
         if matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
+            fx.shutdown.append(&mut self.deferred);
             self.revoke_expired(now, fx);
             let spared = self.spared_waiters();
             for waiter in self.waiters.take_timed_out(now, spared) {

@@ -83,7 +83,8 @@ impl H {
             .into_iter()
             .map(|seq| PoolSlot { seq, pool: seq })
             .collect();
-        s.finish_start(slots).expect("start installs the pools");
+        s.finish_start(slots, Instant::now(), &mut Effects::default())
+            .expect("start installs the pools");
         let h = H {
             s,
             base: Instant::now(),
@@ -330,7 +331,9 @@ impl H {
             .iter()
             .map(|&seq| PoolSlot { seq, pool: seq })
             .collect();
-        self.s.finish_start(slots).expect("restart");
+        self.s
+            .finish_start(slots, Instant::now(), &mut Effects::default())
+            .expect("restart");
         self.check();
         seqs
     }
@@ -1414,7 +1417,9 @@ fn start_lifecycle_begin_finish_abort() {
         .iter()
         .map(|&seq| PoolSlot { seq, pool: seq })
         .collect();
-    let back = s.finish_start(slots).expect_err("stopped meanwhile");
+    let back = s
+        .finish_start(slots, Instant::now(), &mut Effects::default())
+        .expect_err("stopped meanwhile");
     assert_eq!(back.len(), 2);
     assert_eq!(s.phase(), Phase::Stopped);
     s.check_invariants(|p| *p);
@@ -1423,8 +1428,12 @@ fn start_lifecycle_begin_finish_abort() {
     assert_eq!(s.begin_start(), Phase::Stopped);
     let seqs = s.reserve_pool_seqs(1);
     assert_eq!(seqs, vec![3], "pool seqs are never reused");
-    s.finish_start(vec![PoolSlot { seq: 3, pool: 3 }])
-        .expect("start");
+    s.finish_start(
+        vec![PoolSlot { seq: 3, pool: 3 }],
+        Instant::now(),
+        &mut Effects::default(),
+    )
+    .expect("start");
     assert_eq!(s.begin_start(), Phase::Running);
     assert_eq!(s.phase(), Phase::Running);
     s.abort_start();
@@ -1444,8 +1453,12 @@ fn restart_after_stop_serves_again_with_fresh_ids() {
     assert_eq!(h.s.begin_start(), Phase::Stopped);
     let seqs = h.s.reserve_pool_seqs(1);
     assert_eq!(seqs, vec![2]);
-    h.s.finish_start(vec![PoolSlot { seq: 2, pool: 2 }])
-        .expect("restart");
+    h.s.finish_start(
+        vec![PoolSlot { seq: 2, pool: 2 }],
+        Instant::now(),
+        &mut Effects::default(),
+    )
+    .expect("restart");
     h.check();
     let b = h.lease(2);
     assert!(b.key > a.key);
@@ -1486,10 +1499,11 @@ fn is_being_created_tracks_start_reserved_and_planned_pools() {
     assert_eq!(s.reserve_pool_seqs(2), vec![1, 2]);
     assert!(s.is_being_created(1) && s.is_being_created(2));
     assert_eq!(s.creating, 0, "start-up creations are not planned ones");
-    s.finish_start(vec![
-        PoolSlot { seq: 1, pool: 1 },
-        PoolSlot { seq: 2, pool: 2 },
-    ])
+    s.finish_start(
+        vec![PoolSlot { seq: 1, pool: 1 }, PoolSlot { seq: 2, pool: 2 }],
+        Instant::now(),
+        &mut Effects::default(),
+    )
     .expect("start");
     assert!(!s.is_being_created(1) && !s.is_being_created(2));
     s.check_invariants(|p| *p);
@@ -1637,8 +1651,12 @@ fn stale_pool_arriving_while_the_next_run_starts_is_shut_down() {
         h.s.is_being_created(3),
         "the new start's pool is still awaited"
     );
-    h.s.finish_start(vec![PoolSlot { seq: 3, pool: 3 }])
-        .expect("start");
+    h.s.finish_start(
+        vec![PoolSlot { seq: 3, pool: 3 }],
+        Instant::now(),
+        &mut Effects::default(),
+    )
+    .expect("start");
     h.check();
     assert_eq!(h.idle(), vec![3]);
 }
@@ -3499,7 +3517,9 @@ impl Sim {
             .iter()
             .map(|&seq| PoolSlot { seq, pool: seq })
             .collect();
-        self.s.finish_start(slots).expect("start");
+        self.s
+            .finish_start(slots, Instant::now(), &mut Effects::default())
+            .expect("start");
         assert!(seqs.iter().all(|seq| !self.s.is_being_created(*seq)));
         self.created.extend(seqs.iter().copied());
         self.idle.extend(seqs);
@@ -3548,7 +3568,7 @@ impl Sim {
             .collect();
         let back = self
             .s
-            .finish_start(slots)
+            .finish_start(slots, Instant::now(), &mut Effects::default())
             .expect_err("stopped while starting");
         // The manager shuts the returned pools down.
         for slot in back {

@@ -35,14 +35,21 @@ fn assert_all_gone(prefix: &str) {
     });
 }
 
+/// The sizer thread of a manager with a size provider.
+fn sizer(prefix: &str) -> String {
+    format!("{prefix}-sizer")
+}
+
 /// Waits until a started manager shows its checker and `workers` threads
-/// per pool, each under its own name. (A thread that has not run yet still
-/// carries its parent's name, often `{prefix}-checker`.)
+/// per pool, each under its own name, plus its sizer if it has a size
+/// provider. (A thread that has not run yet still carries its parent's
+/// name, often `{prefix}-checker`.)
 fn expect_running(prefix: &str, pools: usize, workers: usize) {
     eventually("the checker and every worker are running", || {
         let names = threads_named(prefix);
         let checkers = names.iter().filter(|n| **n == checker(prefix)).count();
-        checkers == 1 && names.len() == 1 + pools * workers
+        let sizers = names.iter().filter(|n| **n == sizer(prefix)).count();
+        checkers == 1 && names.len() == 1 + sizers + pools * workers
     });
 }
 
@@ -376,7 +383,7 @@ fn shrunk_pools_leave_no_thread() {
     drop(a);
     eventually("the released pool is shut down", || m.total_count() == 1);
     eventually("its worker exits", || {
-        threads_named(prefix).len() == 2 // the checker and b's worker
+        threads_named(prefix).len() == 3 // the checker, the sizer and b's worker
     });
     drop(b);
     m.stop_blocking();

@@ -13,6 +13,7 @@ mod config;
 mod draining;
 mod expiry;
 mod grinder;
+mod hostile_manager;
 mod leaks;
 mod lease;
 mod lifecycle;

@@ -64,7 +64,7 @@ fn sized(prefix: &str, units: &Units, min: usize, max: usize) -> ManagerBuilder<
 fn workers(prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = threads_named(prefix)
         .into_iter()
-        .filter(|n| !n.contains("-check"))
+        .filter(|n| !n.contains("-check") && !n.contains("-sizer") && !n.contains("-create"))
         .collect();
     names.sort();
     names

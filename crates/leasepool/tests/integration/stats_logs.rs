@@ -293,12 +293,20 @@ fn start_and_pool_creation_are_logged() {
             .count()
     };
     assert_eq!(created(mark), 2, "{:?}", from_thread(mark, checker));
-    // A pool created on demand is logged too.
+    // A pool created on demand is logged too, by the thread that created
+    // it (pool 3).
     let later = log_mark();
     let a = m.acquire().blocking().unwrap();
     let b = m.acquire().blocking().unwrap();
     let c = m.acquire().blocking().unwrap();
-    eventually("on-demand creation logged", || created(later) == 1);
+    eventually("on-demand creation logged", || {
+        from_thread(later, "st05-create-3")
+            .iter()
+            .filter(|r| r.level == Level::Info && r.message.contains("created"))
+            .count()
+            == 1
+    });
+    all_target_leasepool(&from_thread(later, "st05-create-3"));
     all_target_leasepool(&from_thread(mark, checker));
     drop((a, b, c));
     m.stop_blocking();
