@@ -70,7 +70,7 @@ impl<P, S> Effects<P, S> {
     }
 }
 
-/// A log-worthy event (SPEC 9), emitted by the manager through `log`.
+/// A log-worthy event (docs/guide.md, "Diagnostics"), emitted by the manager through `log`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Note {
     Leased {

@@ -1,4 +1,4 @@
-//! SPEC 5 (acquire): idle pools, on-demand creation, fail-fast, timeouts,
+//! docs/guide.md, "Acquiring a lease" (acquire): idle pools, on-demand creation, fail-fast, timeouts,
 //! FIFO waiters, dropped waiters, per-call terms, blocking acquire.
 
 use std::future::IntoFuture;

@@ -1,4 +1,4 @@
-//! SPEC 7: broken pools (a failing or panicking worker initializer) are
+//! docs/guide.md, "Broken pools": broken pools (a failing or panicking worker initializer) are
 //! retired and replaced; their jobs fail with `Broken` and never hang; a
 //! panicking job is not a broken pool.
 //!

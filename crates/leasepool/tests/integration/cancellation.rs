@@ -514,7 +514,7 @@ fn lease_dropped_while_run_queued() {
 
 // ----- jobs cancelled by the manager --------------------------------------
 
-/// `stop()` cancels the jobs still queued on a pool (SPEC 4). Their callers
+/// `stop()` cancels the jobs still queued on a pool (docs/guide.md, "Lifecycle"). Their callers
 /// must learn it when the pool is shut down, not only once the job running
 /// ahead of them ends (which may be much later).
 #[test]
@@ -546,7 +546,7 @@ fn stop_cancels_queued_jobs_promptly() {
 }
 
 /// Revocation at hard expiry shuts the pool down and cancels its queued
-/// jobs (SPEC 6), promptly, while the job ahead of them still runs.
+/// jobs (docs/guide.md, "Expiry"), promptly, while the job ahead of them still runs.
 #[test]
 fn revocation_cancels_queued_jobs_promptly() {
     let prefix = "cx-rqc";

@@ -1,4 +1,4 @@
-//! SPEC 3 and 12: every configuration rule is enforced at `build()` (or at
+//! docs/guide.md, "Configuring a manager" and "Errors": every configuration rule is enforced at `build()` (or at
 //! `acquire` for per-call values) with an error naming the option, nothing
 //! is clamped, and every error says something a person can act on.
 

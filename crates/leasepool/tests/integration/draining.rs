@@ -1,4 +1,4 @@
-//! SPEC 5 (release with jobs pending): draining, rejection of new work,
+//! docs/guide.md, "Acquiring a lease" (release with jobs pending): draining, rejection of new work,
 //! hand-off only after the jobs end, no overlap of two leases on one pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! SPEC 6: soft and hard expiry, revocation by the checker, by acquire and
+//! docs/guide.md, "Expiry": soft and hard expiry, revocation by the checker, by acquire and
 //! by submission, and what happens to the revoked pool and its jobs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -363,7 +363,7 @@ impl LocalBackend for GatedCreate {}
 #[test]
 fn fail_fast_acquire_is_not_unavailable_while_below_max_pools() {
     // After a revocation the only pool slot is free (total 0 < max_pools
-    // 1) and the checker is re-creating capacity. SPEC 5: "Take an idle
+    // 1) and the checker is re-creating capacity. docs/guide.md, "Acquiring a lease": "Take an idle
     // pool or, if total < max_pools, create one. Otherwise: wait = false ->
     // unavailable". So a fail-fast acquire must not report Unavailable
     // here; it should get the pool being created (or create one).

@@ -1,4 +1,4 @@
-//! SPEC 5 (the lease and release) and the job API: ids, terms, submit,
+//! docs/guide.md, "Acquiring a lease" (the lease and release) and the job API: ids, terms, submit,
 //! `JobHandle`, `run`, release, the executor proxy, panics.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! SPEC 4: start, stop, restart, and what happens to leases and waiters
+//! docs/guide.md, "Lifecycle": start, stop, restart, and what happens to leases and waiters
 //! across them.
 
 use std::sync::Arc;

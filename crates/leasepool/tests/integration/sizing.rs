@@ -1,4 +1,4 @@
-//! SPEC 8: the desired count, growth and shrinking by the checker,
+//! docs/guide.md, "Adaptive sizing": the desired count, growth and shrinking by the checker,
 //! leased pools left alone, a panicking size provider.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! SPEC 9: the stats snapshot, the counters, and the `log` records.
+//! docs/guide.md, "Diagnostics": the stats snapshot, the counters, and the `log` records.
 //!
 //! This file installs the test binary's one global logger (see
 //! [`log_mark`]); other files use [`log_mark`] and [`logs_since`] too.

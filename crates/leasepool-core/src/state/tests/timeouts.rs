@@ -4,7 +4,7 @@ use super::*;
 
 // ----- wait = false and zero timeouts -----------------------------------------
 
-/// Regression (SPEC 5.4): `wait = false` used to queue the caller behind
+/// Regression (docs/guide.md, "Acquiring a lease"): `wait = false` used to queue the caller behind
 /// waiters that already claimed the room, so it waited for a release.
 #[test]
 fn wait_false_acquire_never_waits_for_a_release() {
@@ -182,7 +182,7 @@ fn pool_creation_failure_asks_the_checker_to_retry_for_the_remaining_waiters() {
 
 // ----- spared waiters and the next pass ------------------------------------
 
-/// SPEC 5.4: "with a timeout → wait at most that long, then *timeout*".
+/// docs/guide.md, "Acquiring a lease": "with a timeout → wait at most that long, then *timeout*".
 /// `tick` spares a waiter past its deadline only while a creation in flight
 /// will serve it. A creation that is discarded (the pool broke before it was
 /// placed) fails nobody and asks for a replacement, but the break starts the

@@ -573,7 +573,7 @@ impl Sim {
                 "a waiter is queued while a pool is idle"
             );
             assert_eq!(s.creation_held_until(now), self.held_until(), "back-off");
-            // SPEC 5.4: a wait=false caller never waits for a release. It
+            // docs/guide.md, "Acquiring a lease": a wait=false caller never waits for a release. It
             // is only ever queued among the waiters the pools that exist or
             // may be created will serve.
             let room = self.limits.max_pools.saturating_sub(self.total());
