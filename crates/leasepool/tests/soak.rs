@@ -439,7 +439,7 @@ fn round<B: SoakBackend>(
     };
     let mut tasks: Vec<BoxFuture> = (0..16)
         .map(|i| {
-            let seed = Rng(rng.next() | 1 + i);
+            let seed = Rng((rng.next() ^ i) | 1);
             Box::pin(client(m.clone(), seed, tally.clone(), until)) as BoxFuture
         })
         .collect();
