@@ -244,7 +244,10 @@ fn a_panicking_create_pool_on_demand_fails_only_the_waiter_it_would_serve() {
     let m = builder.max_pools(2).min_pools(1).build().unwrap();
     m.start_blocking().unwrap();
     let first = m.acquire().blocking().unwrap();
-    let second = m.acquire().timeout(PATIENCE).blocking();
+    let waiter = m.clone();
+    let second = returns("an acquire served by a panicking creation", move || {
+        waiter.acquire().blocking().map(drop)
+    });
     match second {
         Err(Error::Broken(message)) => assert!(message.contains("panicked"), "{message}"),
         other => panic!("expected a broken error, got {other:?}"),
