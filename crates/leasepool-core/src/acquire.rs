@@ -88,18 +88,7 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
     ///
     /// Do not call this from async code: `.await` the request instead.
     pub fn blocking(self) -> Result<ExecutorLease<B>, Error> {
-        let mut future = self.into_future();
-        loop {
-            if let Some(result) = future.step() {
-                return result;
-            }
-            if let Stage::Waiting { signal, .. } = &future.stage {
-                if !signal.register_thread() {
-                    // A stale unpark only loops: the outcome is the truth.
-                    crate::sync::thread::park();
-                }
-            }
-        }
+        futures_lite::future::block_on(self.into_future())
     }
 
     fn request(&self) -> Result<AcquireRequest, Error> {
@@ -151,7 +140,7 @@ impl<B: ExecutorBackend> IntoFuture for Acquire<'_, B> {
 enum Stage {
     Init(AcquireRequest),
     Failed(Error),
-    Waiting { id: u64, signal: Arc<WakeSlot> },
+    Waiting { id: u64, slot: Arc<WakeSlot> },
     Done,
 }
 
@@ -189,9 +178,9 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                         request,
                         Instant::now(),
                         || {
-                            let signal = Arc::new(WakeSlot::default());
-                            created = Some(signal.clone());
-                            signal
+                            let slot = Arc::new(WakeSlot::default());
+                            created = Some(slot.clone());
+                            slot
                         },
                         fx,
                     )
@@ -201,8 +190,8 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                         Some(Ok(ExecutorLease::new(self.inner.clone(), grant)))
                     }
                     Ok(AcquireStep::Queued(id)) => {
-                        let signal = created.expect("a queued waiter has a signal");
-                        self.stage = Stage::Waiting { id, signal };
+                        let slot = created.expect("a queued waiter has a wake slot");
+                        self.stage = Stage::Waiting { id, slot };
                         // The resolution may already be there (a pool was
                         // created or released between the two calls).
                         self.step()
@@ -211,7 +200,7 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                 }
             }
             Stage::Failed(error) => Some(Err(error)),
-            Stage::Waiting { id, signal } => {
+            Stage::Waiting { id, slot } => {
                 let resolution = self.inner.core().state.take_resolution(id);
                 match resolution {
                     Some(Resolution::Granted(grant)) => {
@@ -219,7 +208,7 @@ impl<B: ExecutorBackend> AcquireFuture<B> {
                     }
                     Some(Resolution::Failed(error)) => Some(Err(error)),
                     None => {
-                        self.stage = Stage::Waiting { id, signal };
+                        self.stage = Stage::Waiting { id, slot };
                         None
                     }
                 }
@@ -237,8 +226,8 @@ impl<B: ExecutorBackend> Future for AcquireFuture<B> {
             if let Some(result) = self.step() {
                 return Poll::Ready(result);
             }
-            if let Stage::Waiting { signal, .. } = &self.stage {
-                if !signal.register_waker(cx.waker()) {
+            if let Stage::Waiting { slot, .. } = &self.stage {
+                if !slot.register_waker(cx.waker()) {
                     return Poll::Pending;
                 }
             }

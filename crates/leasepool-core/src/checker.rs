@@ -29,7 +29,7 @@ use crate::backend::{BrokenSignal, LiveWorkers};
 use crate::contain::contain;
 use crate::manager::{Inner, PoolRef};
 use crate::signal::{Alarm, StartGate};
-use crate::state::{Phase, PoolSlot};
+use crate::state::{Lifecycle, PoolSlot};
 use crate::{Error, ExecutorBackend, PoolContext};
 
 /// How long start-up waits for the size provider's first answer before it
@@ -182,7 +182,10 @@ fn pass<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Option<Instant> {
     let now = Instant::now();
     let interval = inner.config.check_interval;
     let planned = inner.with_core(|core, fx| {
-        if !matches!(core.state.phase(), Phase::Running | Phase::ShuttingDown) {
+        if !matches!(
+            core.state.phase(),
+            Lifecycle::Running | Lifecycle::ShuttingDown
+        ) {
             return None;
         }
         // Revoke, then plan, then tick: the room an expired lease frees

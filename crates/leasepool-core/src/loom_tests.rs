@@ -114,32 +114,11 @@ fn loom_a_dropped_unstarted_job_is_cancelled_once() {
     });
 }
 
-/// The acquire loop: look for the outcome, register, park unless a
+/// The acquire loop as a future (blocking acquires are `block_on` of it):
+/// look for the outcome, register the waker, stay pending unless a
 /// notification came in between.
 #[test]
-fn loom_a_wake_slot_never_loses_a_notification_to_a_thread() {
-    loom::model(|| {
-        let slot = Arc::new(WakeSlot::default());
-        let outcome = Arc::new(AtomicBool::new(false));
-        let notifier = {
-            let (slot, outcome) = (slot.clone(), outcome.clone());
-            loom::thread::spawn(move || {
-                outcome.store(true, Ordering::SeqCst);
-                slot.notify();
-            })
-        };
-        while !outcome.load(Ordering::SeqCst) {
-            if !slot.register_thread() {
-                loom::thread::park();
-            }
-        }
-        notifier.join().unwrap();
-    });
-}
-
-/// The same loop as a future, woken through its waker.
-#[test]
-fn loom_a_wake_slot_never_loses_a_notification_to_a_task() {
+fn loom_a_wake_slot_never_loses_a_notification() {
     struct Acquire {
         slot: Arc<WakeSlot>,
         outcome: Arc<AtomicBool>,

@@ -20,7 +20,7 @@ use crate::contain::contain_logged;
 use crate::job::JobSink;
 use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
 use crate::sizer::{Sizer, read_units};
-use crate::state::{Effects, LeaseState, Limits, Note, Phase};
+use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
 use crate::{
     Acquire, BackendPool, Error, ExecutorBackend, LOG_TARGET, LeaseId, ManagerBuilder,
     ManagerConfig, ManagerStats,
@@ -270,7 +270,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
 
     /// True between a successful `start` and `stop`.
     pub fn is_started(&self) -> bool {
-        self.inner.core().state.phase() == Phase::Running
+        self.inner.core().state.phase() == Lifecycle::Running
     }
 
     /// The backend's name ("thread", "rayon", "process", or a custom name).
@@ -322,7 +322,7 @@ impl<B: ExecutorBackend> Inner<B> {
         let result = {
             let mut core = self.core();
             let result = f(&mut core, &mut fx);
-            if core.state.phase() == Phase::ShuttingDown && core.state.leased() == 0 {
+            if core.state.phase() == Lifecycle::ShuttingDown && core.state.leased() == 0 {
                 fx.shutdown_ready = true;
             }
             result
@@ -393,11 +393,11 @@ impl<B: ExecutorBackend> Inner<B> {
     fn begin_start(self: &Arc<Self>) -> Result<Option<Arc<StartGate>>, Error> {
         self.with_core(|core, _| {
             match core.state.begin_start() {
-                Phase::Running => return Ok(None),
+                Lifecycle::Running => return Ok(None),
                 // A graceful shutdown is under way: the manager is stopping.
-                Phase::ShuttingDown => return Err(Error::NotStarted),
-                Phase::Starting => return Ok(core.start_gate.clone()),
-                Phase::Stopped => {}
+                Lifecycle::ShuttingDown => return Err(Error::NotStarted),
+                Lifecycle::Starting => return Ok(core.start_gate.clone()),
+                Lifecycle::Stopped => {}
             }
             let gate = Arc::new(Gate::new());
             let generation = self.checker.next_generation();
@@ -459,7 +459,7 @@ impl<B: ExecutorBackend> Inner<B> {
     /// Stops everything. Returns what to wait for.
     pub(crate) fn begin_stop(&self) -> Stopped {
         let (stopped, was_running) = self.with_core(|core, fx| {
-            let was_running = core.state.phase() != Phase::Stopped;
+            let was_running = core.state.phase() != Lifecycle::Stopped;
             let sizer = core.sizer.clone();
             core.stop(fx);
             self.checker.next_generation();

@@ -11,8 +11,6 @@ use std::time::Instant;
 
 use event_listener::{Event, Listener};
 
-use crate::sync::thread::{self, Thread};
-
 /// Waits asynchronously until `check` returns `Some`.
 pub(crate) async fn wait_for<T>(event: &Event, mut check: impl FnMut() -> Option<T>) -> T {
     loop {
@@ -76,13 +74,14 @@ impl<T: Clone> Gate<T> {
     }
 }
 
-/// Wakes one queued acquirer: the waker of its task or its parked thread.
+/// Wakes one queued acquirer's task.
 ///
 /// The outcome itself is parked in the state under the manager's lock;
-/// this only wakes. `notify` takes the waiter under this small lock and
+/// this only wakes. `notify` takes the waker under this small lock and
 /// wakes it after unlocking, so the woken side never collides with it. A
 /// notification that arrives before the waiter registers is remembered
-/// (`notified`), so none is lost.
+/// (`notified`), so none is lost. A blocking acquire is `block_on` of the
+/// same future, so a parked thread is woken through its waker too.
 #[derive(Debug, Default)]
 pub(crate) struct WakeSlot {
     cell: crate::sync::Mutex<WakeCell>,
@@ -92,7 +91,6 @@ pub(crate) struct WakeSlot {
 struct WakeCell {
     notified: bool,
     waker: Option<Waker>,
-    thread: Option<Thread>,
 }
 
 impl WakeSlot {
@@ -101,16 +99,13 @@ impl WakeSlot {
     }
 
     pub(crate) fn notify(&self) {
-        let (waker, thread) = {
+        let waker = {
             let mut cell = self.cell();
             cell.notified = true;
-            (cell.waker.take(), cell.thread.take())
+            cell.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
-        }
-        if let Some(thread) = thread {
-            thread.unpark();
         }
     }
 
@@ -125,17 +120,6 @@ impl WakeSlot {
             Some(current) if current.will_wake(waker) => {}
             _ => cell.waker = Some(waker.clone()),
         }
-        false
-    }
-
-    /// Like [`register_waker`](Self::register_waker), for the current thread
-    /// (which then parks).
-    pub(crate) fn register_thread(&self) -> bool {
-        let mut cell = self.cell();
-        if std::mem::take(&mut cell.notified) {
-            return true;
-        }
-        cell.thread = Some(thread::current());
         false
     }
 }

@@ -12,14 +12,14 @@ use crate::{Error, LeaseId};
 
 /// Side effects collected while the state lock is held.
 #[derive(Debug)]
-pub(crate) struct Effects<P, S> {
+pub(crate) struct Effects<P, W> {
     /// Pools to shut down (never recycled).
     pub(crate) shutdown: Vec<P>,
     /// Of `shutdown`, the pools revoked at hard expiry (a backend may stop
     /// their running work harder, e.g. kill worker processes).
     pub(crate) revoked: Vec<P>,
     /// Waiters to wake: each has a resolution parked for it.
-    pub(crate) wake: Vec<S>,
+    pub(crate) wake: Vec<W>,
     /// The checker must run a pass soon (new deadline, capacity to create).
     pub(crate) wake_checker: bool,
     /// Log records to emit.
@@ -30,7 +30,7 @@ pub(crate) struct Effects<P, S> {
     record_notes: bool,
 }
 
-impl<P, S> Default for Effects<P, S> {
+impl<P, W> Default for Effects<P, W> {
     fn default() -> Self {
         Effects {
             shutdown: Vec::new(),
@@ -44,7 +44,7 @@ impl<P, S> Default for Effects<P, S> {
     }
 }
 
-impl<P, S> Effects<P, S> {
+impl<P, W> Effects<P, W> {
     /// Effects that build log notes only if `record_notes` (the manager
     /// passes whether any logger is listening).
     pub(crate) fn with_notes(record_notes: bool) -> Self {

@@ -80,7 +80,7 @@ pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
 
 /// The manager's lifecycle phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub(crate) enum Lifecycle {
     Stopped,
     Starting,
     Running,
@@ -187,16 +187,16 @@ pub(crate) struct AcquireRequest {
     pub(crate) deadline: Option<(Instant, Duration)>,
 }
 
-/// The whole lease/pool state. `P` is a pool handle, `S` a waiter signal.
+/// The whole lease/pool state. `P` is a pool handle, `W` a waiter wake.
 #[derive(Debug)]
-pub(crate) struct LeaseState<P, S> {
+pub(crate) struct LeaseState<P, W> {
     manager_id: u64,
     limits: Limits,
-    phase: Phase,
+    phase: Lifecycle,
     desired: usize,
     idle: VecDeque<PoolSlot<P>>,
     leases: SeqMap<LeaseRecord<P>>,
-    waiters: WaitQueue<S>,
+    waiters: WaitQueue<W>,
     /// Planned creations in flight (counted against `max_pools`).
     creating: usize,
     /// Pools being created in this run (planned, or reserved by start), by
@@ -259,12 +259,12 @@ impl BreakBackoff {
     }
 }
 
-impl<P: Clone, S> LeaseState<P, S> {
+impl<P: Clone, W> LeaseState<P, W> {
     pub(crate) fn new(manager_id: u64, limits: Limits) -> Self {
         LeaseState {
             manager_id,
             limits,
-            phase: Phase::Stopped,
+            phase: Lifecycle::Stopped,
             desired: limits.min_pools,
             idle: VecDeque::new(),
             leases: SeqMap::default(),
@@ -283,7 +283,7 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     // ----- observation -------------------------------------------------
 
-    pub(crate) fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Lifecycle {
         self.phase
     }
 
@@ -337,10 +337,10 @@ impl<P: Clone, S> LeaseState<P, S> {
     // ----- lifecycle ---------------------------------------------------
 
     /// Moves `Stopped` to `Starting`. Returns the phase found.
-    pub(crate) fn begin_start(&mut self) -> Phase {
+    pub(crate) fn begin_start(&mut self) -> Lifecycle {
         let found = self.phase;
-        if found == Phase::Stopped {
-            self.phase = Phase::Starting;
+        if found == Lifecycle::Stopped {
+            self.phase = Lifecycle::Starting;
         }
         found
     }
@@ -352,9 +352,9 @@ impl<P: Clone, S> LeaseState<P, S> {
         &mut self,
         pools: Vec<PoolSlot<P>>,
         now: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Result<(), Vec<PoolSlot<P>>> {
-        if self.phase != Phase::Starting {
+        if self.phase != Lifecycle::Starting {
             return Err(pools);
         }
         let broken: Vec<(u64, String)> = pools
@@ -364,7 +364,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                 Some((slot.seq, reason))
             })
             .collect();
-        self.phase = Phase::Running;
+        self.phase = Lifecycle::Running;
         self.idle.extend(pools);
         for (seq, reason) in broken {
             if self.pool_broken(seq, &reason, fx) {
@@ -376,8 +376,8 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// Start failed: back to `Stopped` (if nobody else changed the phase).
     pub(crate) fn abort_start(&mut self) {
-        if self.phase == Phase::Starting {
-            self.phase = Phase::Stopped;
+        if self.phase == Lifecycle::Starting {
+            self.phase = Lifecycle::Stopped;
             self.in_creation.clear();
         }
     }
@@ -401,9 +401,9 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// Stops everything: every pool is shut down, every lease ends, every
     /// waiter fails with `NotStarted`.
     /// Returns how many leases it ended.
-    pub(crate) fn stop(&mut self, fx: &mut Effects<P, S>) -> usize {
+    pub(crate) fn stop(&mut self, fx: &mut Effects<P, W>) -> usize {
         let ended = self.leases.len();
-        self.phase = Phase::Stopped;
+        self.phase = Lifecycle::Stopped;
         self.checker_wake_at = None;
         self.shutdown_deadline = None;
         // Creations still in flight belong to this run: they are shut down
@@ -435,12 +435,12 @@ impl<P: Clone, S> LeaseState<P, S> {
     pub(crate) fn begin_shutdown(
         &mut self,
         deadline: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Option<usize> {
-        if self.phase != Phase::Running {
+        if self.phase != Lifecycle::Running {
             return None;
         }
-        self.phase = Phase::ShuttingDown;
+        self.phase = Lifecycle::ShuttingDown;
         self.shutdown_deadline = Some(deadline);
         for slot in self.idle.drain(..) {
             fx.shutdown.push(slot.pool);
@@ -458,22 +458,22 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// During a graceful shutdown: true once every lease has ended or the
     /// deadline has passed.
     pub(crate) fn shutdown_due(&self, now: Instant) -> bool {
-        self.phase == Phase::ShuttingDown
+        self.phase == Lifecycle::ShuttingDown
             && (self.leases.is_empty() || self.shutdown_deadline.is_some_and(|at| now >= at))
     }
 
     // ----- acquire and waiters ------------------------------------------
 
     /// Tries to lease a pool at once; otherwise queues the caller (creating
-    /// its signal with `signal`) or fails.
+    /// its wake with `wake`) or fails.
     pub(crate) fn acquire(
         &mut self,
         request: AcquireRequest,
         now: Instant,
-        signal: impl FnOnce() -> S,
-        fx: &mut Effects<P, S>,
+        wake: impl FnOnce() -> W,
+        fx: &mut Effects<P, W>,
     ) -> Result<AcquireStep, Error> {
-        if self.phase != Phase::Running {
+        if self.phase != Lifecycle::Running {
             return Err(Error::NotStarted);
         }
         self.revoke_expired(now, fx);
@@ -499,7 +499,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                 return Err(Error::Timeout(timeout));
             }
         }
-        let id = self.waiters.push(request.terms, request.deadline, signal());
+        let id = self.waiters.push(request.terms, request.deadline, wake());
         if self.creations_needed() > 0 || self.before_checker(request.deadline.map(|(at, _)| at)) {
             fx.wake_checker = true;
         }
@@ -520,7 +520,7 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// The waiter's future was dropped. If it was already granted a lease,
     /// that lease is released so the pool goes to the next waiter.
-    pub(crate) fn cancel_waiter(&mut self, id: u64, now: Instant, fx: &mut Effects<P, S>) {
+    pub(crate) fn cancel_waiter(&mut self, id: u64, now: Instant, fx: &mut Effects<P, W>) {
         if self.waiters.remove_queued(id) {
             return;
         }
@@ -535,7 +535,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         slot: PoolSlot<P>,
         terms: LeaseTerms,
         now: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Grant {
         let key = self.next_lease;
         self.next_lease += 1;
@@ -584,7 +584,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// Gives a healthy, free pool to the oldest waiter, or keeps it idle if
     /// that does not push the total above the desired count, or shuts it
     /// down. `total` must not count `slot` yet.
-    fn offer(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) -> Finalised {
+    fn offer(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, W>) -> Finalised {
         if let Some(waiter) = self.waiters.pop_oldest() {
             let Waiter { terms, .. } = &waiter;
             let grant = self.grant(slot, terms.clone(), now, fx);
@@ -603,7 +603,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     // ----- release, draining, finalise ----------------------------------
 
     /// Releases a lease. Idempotent; unknown keys are ignored.
-    pub(crate) fn release(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) {
+    pub(crate) fn release(&mut self, key: u64, now: Instant, fx: &mut Effects<P, W>) {
         let Some(record) = self.leases.get_mut(&key) else {
             return;
         };
@@ -625,8 +625,8 @@ impl<P: Clone, S> LeaseState<P, S> {
     }
 
     /// The lease is over and its pool has no jobs: decide where it goes.
-    fn finalise(&mut self, record: LeaseRecord<P>, now: Instant, fx: &mut Effects<P, S>) {
-        let healthy = self.phase == Phase::Running && now < record.hard;
+    fn finalise(&mut self, record: LeaseRecord<P>, now: Instant, fx: &mut Effects<P, W>) {
+        let healthy = self.phase == Lifecycle::Running && now < record.hard;
         let pool = record.pool.seq;
         let outcome = if healthy {
             self.offer(record.pool, now, fx)
@@ -653,10 +653,12 @@ impl<P: Clone, S> LeaseState<P, S> {
         key: u64,
         duration: Duration,
         now: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Option<(Instant, Instant)> {
         let record = self.leases.get_mut(&key)?;
-        if record.draining || self.phase != Phase::Running && self.phase != Phase::ShuttingDown {
+        if record.draining
+            || self.phase != Lifecycle::Running && self.phase != Lifecycle::ShuttingDown
+        {
             return None;
         }
         if now >= record.hard {
@@ -683,7 +685,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         &mut self,
         key: u64,
         now: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Option<P> {
         let record = self.leases.get_mut(&key)?;
         if record.draining {
@@ -699,7 +701,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     }
 
     /// A job submitted through lease `key` finished (or was cancelled).
-    pub(crate) fn job_finished(&mut self, key: u64, now: Instant, fx: &mut Effects<P, S>) {
+    pub(crate) fn job_finished(&mut self, key: u64, now: Instant, fx: &mut Effects<P, W>) {
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         let Some(record) = self.leases.get_mut(&key) else {
             return;
@@ -715,7 +717,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     // ----- expiry, broken pools -----------------------------------------
 
     /// Revokes one lease: its pool is shut down, never recycled.
-    fn revoke(&mut self, key: u64, fx: &mut Effects<P, S>) {
+    fn revoke(&mut self, key: u64, fx: &mut Effects<P, W>) {
         let Some(record) = self.leases.remove(&key) else {
             return;
         };
@@ -733,7 +735,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// The deadline of a graceful shutdown has come: every lease still held
     /// is revoked exactly as at hard expiry (its pool is revoked, then shut
     /// down). Returns how many were revoked.
-    pub(crate) fn revoke_all(&mut self, fx: &mut Effects<P, S>) -> usize {
+    pub(crate) fn revoke_all(&mut self, fx: &mut Effects<P, W>) -> usize {
         let mut keys: Vec<u64> = self.leases.keys().copied().collect();
         keys.sort_unstable();
         for key in &keys {
@@ -743,7 +745,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     }
 
     /// Revokes every lease at or past its hard expiry.
-    pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, S>) {
+    pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, W>) {
         if !self.leases.values().any(|r| now >= r.hard) {
             return;
         }
@@ -762,7 +764,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// Pool `seq` can no longer run work: retire it wherever it is. Returns
     /// false if the pool is not (or no longer) here, e.g. still being
     /// created.
-    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) -> bool {
+    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, W>) -> bool {
         if let Some(index) = self.idle.iter().position(|slot| slot.seq == seq) {
             if let Some(slot) = self.idle.remove(index) {
                 fx.shutdown.push(slot.pool);
@@ -803,7 +805,7 @@ impl<P: Clone, S> LeaseState<P, S> {
         seq: u64,
         reason: &str,
         now: Instant,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) {
         let before = fx.shutdown.len();
         if self.pool_broken(seq, reason, fx) {
@@ -825,7 +827,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// count, plus one for each waiter that no creation in flight will
     /// serve, within `max_pools`.
     pub(crate) fn creations_needed(&self) -> usize {
-        if self.phase != Phase::Running {
+        if self.phase != Lifecycle::Running {
             return 0;
         }
         let have = self.total() + self.creating;
@@ -839,7 +841,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     }
 
     /// Wakes the checker if capacity must be created.
-    fn request_capacity(&mut self, fx: &mut Effects<P, S>) {
+    fn request_capacity(&mut self, fx: &mut Effects<P, W>) {
         if self.creations_needed() > 0 {
             fx.wake_checker = true;
         }
@@ -866,7 +868,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// A planned creation succeeded. A pool reported broken while it was
     /// being created is never offered: it is shut down, and the checker
     /// creates a replacement, subject to the back-off.
-    pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, S>) {
+    pub(crate) fn pool_created(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, W>) {
         if let Some(Some(reason)) = self.in_creation.get(&slot.seq) {
             let reason = reason.clone();
             self.creation_discarded(slot.seq, &reason, fx);
@@ -881,7 +883,7 @@ impl<P: Clone, S> LeaseState<P, S> {
             return;
         }
         self.creating = self.creating.saturating_sub(1);
-        if self.phase != Phase::Running {
+        if self.phase != Lifecycle::Running {
             fx.shutdown.push(slot.pool);
             return;
         }
@@ -891,7 +893,7 @@ impl<P: Clone, S> LeaseState<P, S> {
     /// A planned creation produced a pool that broke before it was placed
     /// (the caller shuts it down). Nobody is failed: the checker creates a
     /// replacement, subject to the back-off.
-    pub(crate) fn creation_discarded(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, S>) {
+    pub(crate) fn creation_discarded(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, W>) {
         if self.in_creation.remove(&seq).is_none() {
             return;
         }
@@ -906,7 +908,7 @@ impl<P: Clone, S> LeaseState<P, S> {
 
     /// A planned creation failed: the oldest waiter that no other creation
     /// in flight will serve gets the error.
-    pub(crate) fn pool_creation_failed(&mut self, seq: u64, error: Error, fx: &mut Effects<P, S>) {
+    pub(crate) fn pool_creation_failed(&mut self, seq: u64, error: Error, fx: &mut Effects<P, W>) {
         if self.in_creation.remove(&seq).is_none() {
             return; // planned by a run that was stopped
         }
@@ -933,9 +935,9 @@ impl<P: Clone, S> LeaseState<P, S> {
         &mut self,
         now: Instant,
         interval: Duration,
-        fx: &mut Effects<P, S>,
+        fx: &mut Effects<P, W>,
     ) -> Instant {
-        if matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
+        if matches!(self.phase, Lifecycle::Running | Lifecycle::ShuttingDown) {
             fx.shutdown.append(&mut self.deferred);
             self.revoke_expired(now, fx);
             let spared = self.spared_waiters();
@@ -956,7 +958,7 @@ impl<P: Clone, S> LeaseState<P, S> {
                     });
                 }
             }
-            while self.phase == Phase::Running && self.total() > self.desired {
+            while self.phase == Lifecycle::Running && self.total() > self.desired {
                 let Some(slot) = self.idle.pop_back() else {
                     break;
                 };
@@ -1041,12 +1043,12 @@ impl<P: Clone, S> LeaseState<P, S> {
             assert!(record.soft <= record.hard);
         }
         match self.phase {
-            Phase::Running => {}
-            Phase::ShuttingDown => {
+            Lifecycle::Running => {}
+            Lifecycle::ShuttingDown => {
                 assert!(self.idle.is_empty(), "idle pools kept while shutting down");
                 assert_eq!(self.waiters.len(), 0);
             }
-            Phase::Stopped | Phase::Starting => {
+            Lifecycle::Stopped | Lifecycle::Starting => {
                 assert_eq!(total, 0, "pools held while not running");
                 assert_eq!(self.waiters.len(), 0);
             }

@@ -21,13 +21,13 @@ use crate::Error;
 
 /// One queued acquirer.
 #[derive(Debug)]
-pub(crate) struct Waiter<S> {
+pub(crate) struct Waiter<W> {
     pub(crate) id: u64,
     pub(crate) terms: LeaseTerms,
     /// When the waiter gives up, and the timeout it asked for.
     pub(crate) deadline: Option<(Instant, Duration)>,
-    /// How to wake the waiter (a wake slot in the manager, `()` in tests).
-    pub(crate) signal: S,
+    /// How to wake the waiter (a wake slot in the manager, its id in tests).
+    pub(crate) wake: W,
 }
 
 /// What a waiter finds when it is woken.
@@ -38,16 +38,16 @@ pub(crate) enum Resolution {
 }
 
 #[derive(Debug)]
-pub(crate) struct WaitQueue<S> {
+pub(crate) struct WaitQueue<W> {
     /// Queued waiters by id: iteration order is arrival order.
-    queue: BTreeMap<u64, Waiter<S>>,
+    queue: BTreeMap<u64, Waiter<W>>,
     /// `(deadline, id)` of every queued waiter that has a deadline.
     deadlines: BTreeSet<(Instant, u64)>,
     resolved: SeqMap<Resolution>,
     next_id: u64,
 }
 
-impl<S> WaitQueue<S> {
+impl<W> WaitQueue<W> {
     pub(crate) fn new() -> Self {
         WaitQueue {
             queue: BTreeMap::new(),
@@ -69,7 +69,7 @@ impl<S> WaitQueue<S> {
         &mut self,
         terms: LeaseTerms,
         deadline: Option<(Instant, Duration)>,
-        signal: S,
+        wake: W,
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -82,31 +82,31 @@ impl<S> WaitQueue<S> {
                 id,
                 terms,
                 deadline,
-                signal,
+                wake,
             },
         );
         id
     }
 
     /// Forgets the deadline entry of a waiter that left the queue.
-    fn left(&mut self, waiter: &Waiter<S>) {
+    fn left(&mut self, waiter: &Waiter<W>) {
         if let Some((at, _)) = waiter.deadline {
             self.deadlines.remove(&(at, waiter.id));
         }
     }
 
     /// The oldest waiter, removed from the queue.
-    pub(crate) fn pop_oldest(&mut self) -> Option<Waiter<S>> {
+    pub(crate) fn pop_oldest(&mut self) -> Option<Waiter<W>> {
         let (_, waiter) = self.queue.pop_first()?;
         self.left(&waiter);
         Some(waiter)
     }
 
     /// Records the outcome for a waiter that has left the queue and returns
-    /// its signal so the caller can wake it.
-    pub(crate) fn resolve(&mut self, waiter: Waiter<S>, resolution: Resolution) -> S {
+    /// its wake handle so the caller can wake it.
+    pub(crate) fn resolve(&mut self, waiter: Waiter<W>, resolution: Resolution) -> W {
         self.resolved.insert(waiter.id, resolution);
-        waiter.signal
+        waiter.wake
     }
 
     /// Removes a still-queued waiter. Returns false if it already left.
@@ -132,7 +132,7 @@ impl<S> WaitQueue<S> {
 
     /// Removes every waiter, except the `skip` oldest, whose deadline is at
     /// or before `now`, oldest first.
-    pub(crate) fn take_timed_out(&mut self, now: Instant, skip: usize) -> Vec<Waiter<S>> {
+    pub(crate) fn take_timed_out(&mut self, now: Instant, skip: usize) -> Vec<Waiter<W>> {
         let spared = self.oldest_ids(skip);
         let due: Vec<u64> = self
             .deadlines
@@ -141,7 +141,7 @@ impl<S> WaitQueue<S> {
             .map(|(_, id)| *id)
             .filter(|id| !spared.contains(id))
             .collect();
-        let mut timed_out: Vec<Waiter<S>> = due
+        let mut timed_out: Vec<Waiter<W>> = due
             .into_iter()
             .filter_map(|id| self.queue.remove(&id))
             .collect();
@@ -155,7 +155,7 @@ impl<S> WaitQueue<S> {
     }
 
     /// Every queued waiter, oldest first, leaving the queue empty.
-    pub(crate) fn drain(&mut self) -> Vec<Waiter<S>> {
+    pub(crate) fn drain(&mut self) -> Vec<Waiter<W>> {
         self.deadlines.clear();
         std::mem::take(&mut self.queue).into_values().collect()
     }

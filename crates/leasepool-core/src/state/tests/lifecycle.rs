@@ -34,7 +34,7 @@ fn stop_shuts_everything_down_and_fails_every_waiter() {
         "every queued waiter is woken, oldest first"
     );
     assert!(fx.notes.is_empty());
-    assert_eq!(h.s.phase(), Phase::Stopped);
+    assert_eq!(h.s.phase(), Lifecycle::Stopped);
     assert_eq!((h.s.available(), h.s.leased(), h.s.waiting()), (0, 0, 0));
 
     assert_eq!(a.end.get(), Some(LeaseEnd::Stopped));
@@ -116,18 +116,18 @@ fn start_lifecycle_begin_finish_abort() {
             min_pools: 1,
         },
     );
-    assert_eq!(s.phase(), Phase::Stopped);
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.phase(), Lifecycle::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(
         s.begin_start(),
-        Phase::Starting,
+        Lifecycle::Starting,
         "a second start waits for the first"
     );
     s.abort_start();
-    assert_eq!(s.phase(), Phase::Stopped);
+    assert_eq!(s.phase(), Lifecycle::Stopped);
 
     // Stopped while starting: the new pools come back for shutdown.
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     let seqs = s.reserve_pool_seqs(2);
     assert_eq!(seqs, vec![1, 2]);
     let mut fx = Fx::default();
@@ -141,11 +141,11 @@ fn start_lifecycle_begin_finish_abort() {
         .finish_start(slots, Instant::now(), &mut Effects::default())
         .expect_err("stopped meanwhile");
     assert_eq!(back.len(), 2);
-    assert_eq!(s.phase(), Phase::Stopped);
+    assert_eq!(s.phase(), Lifecycle::Stopped);
     s.check_invariants(|p| *p);
 
     // A real start; starting again while running does nothing.
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     let seqs = s.reserve_pool_seqs(1);
     assert_eq!(seqs, vec![3], "pool seqs are never reused");
     s.finish_start(
@@ -154,10 +154,10 @@ fn start_lifecycle_begin_finish_abort() {
         &mut Effects::default(),
     )
     .expect("start");
-    assert_eq!(s.begin_start(), Phase::Running);
-    assert_eq!(s.phase(), Phase::Running);
+    assert_eq!(s.begin_start(), Lifecycle::Running);
+    assert_eq!(s.phase(), Lifecycle::Running);
     s.abort_start();
-    assert_eq!(s.phase(), Phase::Running, "abort only undoes Starting");
+    assert_eq!(s.phase(), Lifecycle::Running, "abort only undoes Starting");
     assert_eq!(s.available(), 1);
     s.check_invariants(|p| *p);
 }
@@ -170,7 +170,7 @@ fn restart_after_stop_serves_again_with_fresh_ids() {
     h.stop();
     assert_eq!(h.failed(w), Error::NotStarted);
 
-    assert_eq!(h.s.begin_start(), Phase::Stopped);
+    assert_eq!(h.s.begin_start(), Lifecycle::Stopped);
     let seqs = h.s.reserve_pool_seqs(1);
     assert_eq!(seqs, vec![2]);
     h.s.finish_start(
@@ -215,7 +215,7 @@ fn is_being_created_tracks_start_reserved_and_planned_pools() {
         },
     );
     assert!(!s.is_being_created(1));
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(s.reserve_pool_seqs(2), vec![1, 2]);
     assert!(s.is_being_created(1) && s.is_being_created(2));
     assert_eq!(s.creating, 0, "start-up creations are not planned ones");
@@ -268,13 +268,13 @@ fn abort_start_forgets_the_pools_start_was_creating() {
             min_pools: 2,
         },
     );
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(s.reserve_pool_seqs(2), vec![1, 2]);
     s.abort_start();
-    assert_eq!(s.phase(), Phase::Stopped);
+    assert_eq!(s.phase(), Lifecycle::Stopped);
     assert!(!s.is_being_created(1) && !s.is_being_created(2));
     // A later start gets fresh seqs.
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(s.reserve_pool_seqs(2), vec![3, 4]);
     assert!(!s.is_being_created(1) && s.is_being_created(3));
     s.check_invariants(|p| *p);
@@ -362,11 +362,11 @@ fn stale_pool_arriving_while_the_next_run_starts_is_shut_down() {
     let _w = h.queue(1);
     assert_eq!(h.plan(), vec![2]);
     h.stop();
-    assert_eq!(h.s.begin_start(), Phase::Stopped);
+    assert_eq!(h.s.begin_start(), Lifecycle::Stopped);
     assert_eq!(h.s.reserve_pool_seqs(1), vec![3]);
     let fx = h.created(2, 2);
     assert_eq!(fx.shutdown, vec![2]);
-    assert_eq!(h.s.phase(), Phase::Starting);
+    assert_eq!(h.s.phase(), Lifecycle::Starting);
     assert!(
         h.s.is_being_created(3),
         "the new start's pool is still awaited"

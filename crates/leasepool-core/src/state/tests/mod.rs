@@ -75,7 +75,7 @@ impl H {
                 min_pools: min,
             },
         );
-        assert_eq!(s.begin_start(), Phase::Stopped);
+        assert_eq!(s.begin_start(), Lifecycle::Stopped);
         s.set_desired(pools);
         let slots = s
             .reserve_pool_seqs(pools)
@@ -324,7 +324,7 @@ impl H {
 
     /// Starts a stopped state again with `pools` new idle pools.
     fn restart(&mut self, pools: usize) -> Vec<u64> {
-        assert_eq!(self.s.begin_start(), Phase::Stopped);
+        assert_eq!(self.s.begin_start(), Lifecycle::Stopped);
         let seqs = self.s.reserve_pool_seqs(pools);
         let slots = seqs
             .iter()

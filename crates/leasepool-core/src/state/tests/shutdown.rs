@@ -17,7 +17,7 @@ fn begin_shutdown_shuts_idle_pools_down_and_reports_held_leases() {
     assert!(fx.wake.is_empty());
     assert!(fx.notes.is_empty());
     assert!(fx.wake_checker, "the checker learns the deadline");
-    assert_eq!(h.s.phase(), Phase::ShuttingDown);
+    assert_eq!(h.s.phase(), Lifecycle::ShuttingDown);
     assert_eq!((h.s.available(), h.s.leased()), (0, 2));
     // Held leases keep working.
     assert_eq!(a.end.get(), None);
@@ -73,10 +73,10 @@ fn begin_shutdown_only_starts_from_running() {
     let now = Instant::now();
     let mut fx = Fx::default();
     assert_eq!(s.begin_shutdown(now, &mut fx), None);
-    assert_eq!(s.phase(), Phase::Stopped);
-    assert_eq!(s.begin_start(), Phase::Stopped);
+    assert_eq!(s.phase(), Lifecycle::Stopped);
+    assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(s.begin_shutdown(now, &mut fx), None);
-    assert_eq!(s.phase(), Phase::Starting);
+    assert_eq!(s.phase(), Lifecycle::Starting);
     assert!(fx.is_empty());
     assert!(!s.shutdown_due(now));
 
@@ -91,8 +91,8 @@ fn begin_shutdown_only_starts_from_running() {
     assert!(!h.shutdown_due(50));
     assert!(h.shutdown_due(100));
     // Starting while shutting down does nothing either.
-    assert_eq!(h.s.begin_start(), Phase::ShuttingDown);
-    assert_eq!(h.s.phase(), Phase::ShuttingDown);
+    assert_eq!(h.s.begin_start(), Lifecycle::ShuttingDown);
+    assert_eq!(h.s.phase(), Lifecycle::ShuttingDown);
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn stop_during_shutdown_ends_the_held_leases_and_counts_them() {
     assert_eq!(shutdown, vec![1, 2]);
     assert_eq!(a.end.get(), Some(LeaseEnd::Stopped));
     assert_eq!(b.end.get(), Some(LeaseEnd::Stopped));
-    assert_eq!(h.s.phase(), Phase::Stopped);
+    assert_eq!(h.s.phase(), Lifecycle::Stopped);
     assert!(!h.shutdown_due(200));
     assert_eq!(h.stop_counting().0, 0, "a second stop ends nothing");
 

@@ -154,7 +154,7 @@ struct Sim {
     now_ms: u64,
     limits: Limits,
     // The model.
-    phase: Phase,
+    phase: Lifecycle,
     shutdown_deadline: Option<Instant>,
     desired: usize,
     idle: VecDeque<u64>,
@@ -198,7 +198,7 @@ impl Sim {
             base: Instant::now(),
             now_ms: 0,
             limits,
-            phase: Phase::Stopped,
+            phase: Lifecycle::Stopped,
             shutdown_deadline: None,
             desired: min,
             idle: VecDeque::new(),
@@ -272,7 +272,7 @@ impl Sim {
     /// count, plus one per waiter no creation in flight covers, within
     /// `max_pools`; nothing unless running.
     fn m_creations_needed(&self) -> usize {
-        if self.phase != Phase::Running {
+        if self.phase != Lifecycle::Running {
             return 0;
         }
         let have = self.total() + self.in_flight.len();
@@ -284,7 +284,7 @@ impl Sim {
 
     /// Whether a graceful shutdown may proceed at `at`.
     fn m_shutdown_due(&self, at: Instant) -> bool {
-        self.phase == Phase::ShuttingDown
+        self.phase == Lifecycle::ShuttingDown
             && (self.leases.is_empty() || self.shutdown_deadline.is_some_and(|d| at >= d))
     }
 
@@ -297,7 +297,7 @@ impl Sim {
         );
         assert_eq!(
             self.phase,
-            Phase::Running,
+            Lifecycle::Running,
             "lease granted while not running"
         );
         let key = self.next_lease;
@@ -347,7 +347,7 @@ impl Sim {
 
     fn m_finalise(&mut self, key: u64, exp: &mut Expect) {
         let lease = self.leases.remove(&key).expect("lease to finalise");
-        let healthy = self.phase == Phase::Running && self.now() < lease.hard;
+        let healthy = self.phase == Lifecycle::Running && self.now() < lease.hard;
         let outcome = if healthy {
             self.m_offer(lease.pool, exp)
         } else {
@@ -567,7 +567,7 @@ impl Sim {
             );
         }
 
-        if self.phase == Phase::Running {
+        if self.phase == Lifecycle::Running {
             assert!(
                 !(s.available() > 0 && s.waiting() > 0),
                 "a waiter is queued while a pool is idle"
@@ -596,7 +596,9 @@ impl Sim {
                 );
             }
         }
-        if matches!(self.phase, Phase::Running | Phase::ShuttingDown) && !self.checker_pending {
+        if matches!(self.phase, Lifecycle::Running | Lifecycle::ShuttingDown)
+            && !self.checker_pending
+        {
             // Every deadline is covered by a scheduled or requested pass,
             // except those of the waiters the creations in flight will
             // serve (their outcome wakes the checker) and a shutdown

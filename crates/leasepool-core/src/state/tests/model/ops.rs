@@ -14,7 +14,7 @@ impl Sim {
         let deadline = timeout.map(|t| (deadline_after(now, ms(t)), ms(t)));
         let signal = self.next_waiter;
         let mut exp = Expect::default();
-        let want = if self.phase != Phase::Running {
+        let want = if self.phase != Lifecycle::Running {
             exp.wake_checker = Some(false);
             Want::Err(Error::NotStarted)
         } else {
@@ -134,7 +134,7 @@ impl Sim {
         }
         let now = self.now();
         let mut exp = Expect::default();
-        let live = matches!(self.phase, Phase::Running | Phase::ShuttingDown);
+        let live = matches!(self.phase, Lifecycle::Running | Lifecycle::ShuttingDown);
         let want = match self.leases.get_mut(&key) {
             Some(lease) if !lease.draining && live => {
                 if now >= lease.hard {
@@ -216,7 +216,7 @@ impl Sim {
     /// One checker pass, as the manager runs it: plan the creations needed
     /// (none while the back-off holds), then tick.
     pub(super) fn checker_pass(&mut self, desired: Option<usize>) {
-        if !matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
+        if !matches!(self.phase, Lifecycle::Running | Lifecycle::ShuttingDown) {
             // The manager's checker does not run while stopped.
             return;
         }
@@ -274,7 +274,7 @@ impl Sim {
                 });
             }
         }
-        while self.phase == Phase::Running && self.total() > self.desired {
+        while self.phase == Lifecycle::Running && self.total() > self.desired {
             let Some(pool) = self.idle.pop_back() else {
                 break;
             };
@@ -336,7 +336,7 @@ impl Sim {
         assert!(self.created.insert(seq), "pool {seq} created twice");
         let mut exp = Expect::default();
         exp.notes.push(Note::Created { pool: seq });
-        if current && self.phase == Phase::Running {
+        if current && self.phase == Lifecycle::Running {
             // (A grant may wake the checker for its expiry.)
             self.m_offer(seq, &mut exp);
         } else {
@@ -443,7 +443,7 @@ impl Sim {
     pub(super) fn begin_shutdown(&mut self, after: u64) {
         let deadline = deadline_after(self.now(), ms(after));
         let mut exp = Expect::default();
-        let want = if self.phase == Phase::Running {
+        let want = if self.phase == Lifecycle::Running {
             exp.shutdown.extend(self.idle.drain(..));
             exp.wake = self.queued();
             for id in &exp.wake {
@@ -451,7 +451,7 @@ impl Sim {
                     Parked::Failed(Error::NotStarted);
             }
             exp.wake_checker = Some(true);
-            self.phase = Phase::ShuttingDown;
+            self.phase = Lifecycle::ShuttingDown;
             self.shutdown_deadline = Some(deadline);
             Some(self.leases.len())
         } else {
@@ -490,7 +490,7 @@ impl Sim {
             }
         }
         exp.wake_checker = Some(false);
-        self.phase = Phase::Stopped;
+        self.phase = Lifecycle::Stopped;
         self.shutdown_deadline = None;
         // Creations in flight now belong to a stopped run.
         self.stale.append(&mut self.in_flight);
@@ -503,7 +503,7 @@ impl Sim {
     }
 
     pub(super) fn restart(&mut self, desired: usize) {
-        if self.phase != Phase::Stopped {
+        if self.phase != Lifecycle::Stopped {
             assert_eq!(self.s.begin_start(), self.phase);
             self.verify();
             return;
@@ -513,8 +513,8 @@ impl Sim {
                 self.created(self.in_flight.len());
             }
         }
-        assert_eq!(self.s.begin_start(), Phase::Stopped);
-        self.phase = Phase::Starting;
+        assert_eq!(self.s.begin_start(), Lifecycle::Stopped);
+        self.phase = Lifecycle::Starting;
         self.verify();
         self.s.set_desired(desired);
         self.desired = desired.clamp(self.limits.min_pools, self.limits.max_pools);
@@ -537,7 +537,7 @@ impl Sim {
         assert!(seqs.iter().all(|seq| !self.s.is_being_created(*seq)));
         self.created.extend(seqs.iter().copied());
         self.idle.extend(seqs);
-        self.phase = Phase::Running;
+        self.phase = Lifecycle::Running;
         // The new checker runs a pass as soon as it has started.
         self.checker_pending = true;
         self.checker_next = None;
@@ -546,11 +546,11 @@ impl Sim {
     }
 
     pub(super) fn failed_start(&mut self, desired: usize, abort: bool) {
-        if self.phase != Phase::Stopped {
+        if self.phase != Lifecycle::Stopped {
             return;
         }
-        assert_eq!(self.s.begin_start(), Phase::Stopped);
-        self.phase = Phase::Starting;
+        assert_eq!(self.s.begin_start(), Lifecycle::Stopped);
+        self.phase = Lifecycle::Starting;
         self.verify();
         self.s.set_desired(desired);
         self.desired = desired.clamp(self.limits.min_pools, self.limits.max_pools);
@@ -561,13 +561,13 @@ impl Sim {
             // A creation failed: the manager shuts down what it created
             // (the state never saw those pools) and aborts.
             self.s.abort_start();
-            self.phase = Phase::Stopped;
+            self.phase = Lifecycle::Stopped;
             assert!(seqs.iter().all(|seq| !self.s.is_being_created(*seq)));
             self.verify();
             return;
         }
         // Stopped while starting.
-        self.phase = Phase::Stopped;
+        self.phase = Lifecycle::Stopped;
         let mut fx = Fx::default();
         assert_eq!(self.s.stop(&mut fx), 0);
         let exp = Expect {

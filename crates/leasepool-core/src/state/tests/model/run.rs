@@ -106,7 +106,7 @@ impl Sim {
     /// waiter must end up served or failed (and a graceful shutdown becomes
     /// due). Then stop: every pool is shut down and nobody is left waiting.
     fn finish(&mut self) {
-        if matches!(self.phase, Phase::Running | Phase::ShuttingDown) {
+        if matches!(self.phase, Lifecycle::Running | Lifecycle::ShuttingDown) {
             let mut rounds = 0;
             loop {
                 while !self.in_flight.is_empty() {
@@ -156,7 +156,7 @@ impl Sim {
             }
             assert_eq!(self.s.waiting(), 0);
             assert_eq!(self.s.leased(), 0);
-            if self.phase == Phase::ShuttingDown {
+            if self.phase == Lifecycle::ShuttingDown {
                 assert!(
                     self.s.shutdown_due(self.now()),
                     "every lease ended: the shutdown is due"
