@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_listener::Event;
 
-use crate::{Error, ManagerConfig, Task};
+use crate::{BrokenSignal, Error, ManagerConfig, Task};
 
 /// A kind of executor pool.
 ///
@@ -258,47 +258,6 @@ impl Drop for WorkerGuard {
     fn drop(&mut self) {
         if self.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.live.exited.notify(usize::MAX);
-        }
-    }
-}
-
-/// Reports that a pool can no longer run work.
-///
-/// Cheap to clone; safe to call from any thread, any number of times (only
-/// the first report counts), including from inside the pool's own workers.
-#[derive(Clone)]
-pub struct BrokenSignal {
-    report: Option<ReportFn>,
-}
-
-pub(crate) type ReportFn = Arc<dyn Fn(&str) + Send + Sync>;
-
-impl fmt::Debug for BrokenSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BrokenSignal")
-            .field("attached", &self.report.is_some())
-            .finish()
-    }
-}
-
-impl BrokenSignal {
-    pub(crate) fn new(report: ReportFn) -> Self {
-        BrokenSignal {
-            report: Some(report),
-        }
-    }
-
-    fn detached() -> Self {
-        BrokenSignal { report: None }
-    }
-
-    /// Tells the manager the pool is broken, with a reason for the logs and
-    /// for [`Error::Broken`]. The manager retires the pool's lease, shuts the
-    /// pool down (from its own thread, never from the caller's) and creates
-    /// replacement capacity.
-    pub fn report(&self, reason: &str) {
-        if let Some(report) = &self.report {
-            report(reason);
         }
     }
 }

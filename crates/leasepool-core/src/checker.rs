@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::backend::{BrokenSignal, LiveWorkers};
+use crate::BrokenSignal;
+use crate::backend::LiveWorkers;
 use crate::contain::contain;
 use crate::manager::{Inner, PoolRef};
 use crate::signal::{Alarm, StartGate};

@@ -83,32 +83,7 @@ impl ManagerConfig {
     }
 }
 
-/// Rejects zero.
-pub(crate) fn positive(field: &'static str, value: usize) -> Result<usize, Error> {
-    if value == 0 {
-        return Err(Error::invalid(field, "must be greater than 0"));
-    }
-    Ok(value)
-}
-
-/// Rejects a duration that overflows `Instant` when added to now (and zero
-/// unless `allow_zero`).
-pub(crate) fn duration(
-    field: &'static str,
-    value: Duration,
-    allow_zero: bool,
-) -> Result<Duration, Error> {
-    if !allow_zero && value.is_zero() {
-        return Err(Error::invalid(field, "must be greater than 0"));
-    }
-    if Instant::now().checked_add(value).is_none() {
-        return Err(Error::invalid(
-            field,
-            format!("{value:?} is too large: it overflows the monotonic clock"),
-        ));
-    }
-    Ok(value)
-}
+pub(crate) use crate::validate::{duration, positive};
 
 /// Validates a lease duration together with the grace that follows it.
 pub(crate) fn lease_duration(

@@ -92,7 +92,9 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    /// An [`Error::InvalidConfig`] for `field`, with a reason a person can
+    /// act on ("must be greater than 0"). For backends' `check_config`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             field,
             reason: reason.into(),

@@ -25,6 +25,7 @@
 
 mod acquire;
 mod backend;
+mod broken;
 mod builder;
 mod call;
 mod checker;
@@ -47,6 +48,7 @@ mod state;
 mod stats;
 mod sync;
 mod task;
+pub mod validate;
 
 /// The `log` target of every record leasepool emits.
 pub(crate) const LOG_TARGET: &str = "leasepool";
@@ -55,9 +57,8 @@ pub(crate) const LOG_TARGET: &str = "leasepool";
 mod loom_tests;
 
 pub use acquire::{Acquire, AcquireFuture};
-pub use backend::{
-    BackendPool, BrokenSignal, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard,
-};
+pub use backend::{BackendPool, ExecutorBackend, LocalBackend, PoolContext, WorkerGuard};
+pub use broken::{BrokenFlag, BrokenSignal};
 pub use builder::ManagerBuilder;
 pub use call::{CallData, CallFn, RemoteCall, function_name};
 pub use config::ManagerConfig;

@@ -94,10 +94,15 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub use leasepool_core::{
-    BackendPool, BrokenSignal, CallData, CallFn, Error, ExecutorBackend, GrinderStats, JobHandle,
-    LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig, ManagerStats, PoolContext,
-    RemoteCall, Run, ShutdownReport, StopMode, Task, WorkerGuard, function_name, panic_message,
+    BackendPool, BrokenFlag, BrokenSignal, CallData, CallFn, Error, ExecutorBackend, GrinderStats,
+    JobHandle, LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig, ManagerStats,
+    PoolContext, RemoteCall, Run, ShutdownReport, StopMode, Task, WorkerGuard, function_name,
+    panic_message,
 };
+
+/// Validation helpers for custom backends' `check_config`; see
+/// [`leasepool_core::validate`].
+pub use leasepool_core::validate;
 
 #[cfg(feature = "thread")]
 pub use leasepool_thread::{ThreadBackend, ThreadPool};
