@@ -1,4 +1,4 @@
-//! A custom backend in under 150 lines: every job runs on a brand-new OS
+//! A custom backend in about 150 lines: every job runs on a brand-new OS
 //! thread, at most `workers_per_pool` at a time per pool. Useful for code
 //! that leaves thread-local state behind (legacy C libraries, per-thread
 //! caches): no job ever sees another job's thread.
@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use leasepool::{
-    BackendPool, Error, ExecutorBackend, LeasedExecutorManager, LocalBackend, PoolContext, Task,
+    BackendPool, BrokenFlag, Error, ExecutorBackend, LeasedExecutorManager, LocalBackend,
+    PoolContext, Task,
 };
 
 /// The backend: stateless; all the state is per pool.
@@ -26,6 +27,7 @@ pub(crate) struct FreshThreadPool {
 struct Shared {
     ctx: PoolContext,
     state: Mutex<State>,
+    broken: BrokenFlag, // reports once; later tasks fail with its error
 }
 
 #[derive(Debug, Default)]
@@ -45,9 +47,12 @@ impl ExecutorBackend for FreshThreadBackend {
 
     fn create_pool(&self, ctx: PoolContext) -> Result<FreshThreadPool, Error> {
         // Threads are started per job, so creating a pool cannot fail.
-        let state = Mutex::new(State::default());
+        let (state, broken) = (
+            Mutex::new(State::default()),
+            BrokenFlag::new(ctx.broken_signal()),
+        );
         Ok(FreshThreadPool {
-            shared: Arc::new(Shared { ctx, state }),
+            shared: Arc::new(Shared { ctx, state, broken }),
         })
     }
 }
@@ -57,6 +62,9 @@ impl LocalBackend for FreshThreadBackend {}
 
 impl BackendPool for FreshThreadPool {
     fn execute(&self, task: Task) {
+        if let Some(error) = self.shared.broken.error() {
+            return task.fail(error);
+        }
         let mut state = self.shared.lock();
         if state.closed {
             return; // dropping the task reports it cancelled
@@ -113,10 +121,7 @@ impl Shared {
             // The task moved into the failed closure and was dropped
             // (cancelled); the pool cannot run work any more.
             shared.lock().running -= 1;
-            shared
-                .ctx
-                .broken_signal()
-                .report(&format!("cannot spawn a thread: {e}"));
+            shared.broken.set(format!("cannot spawn a thread: {e}"));
         }
     }
 }
