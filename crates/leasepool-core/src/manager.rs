@@ -16,7 +16,7 @@ use event_listener::Event;
 
 use crate::backend::LiveWorkers;
 use crate::checker::{self, Checker};
-use crate::contain::contain_logged;
+use crate::contain::{contain, contain_logged};
 use crate::job::JobSink;
 use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
 use crate::sizer::{Sizer, read_units};
@@ -342,20 +342,28 @@ impl<B: ExecutorBackend> Inner<B> {
     }
 
     /// Performs the effects of a transition. Never called under the lock.
-    /// A backend that panics in `revoke` or `shutdown` is logged, never
-    /// allowed to unwind into the caller (often the checker).
+    /// A backend that panics in `revoke`, `shutdown` or its pool's `Drop`
+    /// is logged, never allowed to unwind into the caller (often the
+    /// checker).
     fn apply(&self, fx: Fx<B>) {
         if fx.is_empty() {
             return;
         }
-        for note in &fx.notes {
-            log_note(self.backend.name(), note);
+        if !fx.notes.is_empty() {
+            // A logger that panics loses its records, not the thread.
+            let _ = contain(|| {
+                for note in &fx.notes {
+                    log_note(self.backend.name(), note);
+                }
+            });
         }
         for pool in fx.revoked {
             contain_logged("BackendPool::revoke", || pool.revoke());
         }
         for pool in fx.shutdown {
             self.shut_down_pool(&pool);
+            // The last reference may run the backend's `Drop`.
+            contain_logged("dropping a pool", move || drop(pool));
         }
         for signal in fx.wake {
             signal.notify();
