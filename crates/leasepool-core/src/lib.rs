@@ -43,7 +43,6 @@ mod lease;
 mod manager;
 mod shutdown;
 mod signal;
-mod sizer;
 mod state;
 mod stats;
 mod sync;

@@ -15,11 +15,11 @@ use std::time::Instant;
 use event_listener::Event;
 
 use crate::backend::LiveWorkers;
+use crate::checker::sizer::{Sizer, read_units};
 use crate::checker::{self, Checker};
 use crate::contain::{contain, contain_logged};
 use crate::job::JobSink;
 use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
-use crate::sizer::{Sizer, read_units};
 use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
 use crate::{
     Acquire, BackendPool, Error, ExecutorBackend, LOG_TARGET, LeaseId, ManagerBuilder,

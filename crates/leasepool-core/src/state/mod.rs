@@ -34,6 +34,9 @@
 //! | `begin_shutdown` | idle              | shut down; waiters fail; leases keep going |
 //! | `stop`           | everywhere        | shut down; waiters fail                    |
 //!
+//! `README.md` beside this file explains the wait queue, the wake slot and
+//! the hand-off of a freed pool to the oldest waiter.
+//!
 //! Invariants that hold after every transition (checked by `check_invariants`
 //! in tests): `available + leased == total`, `total + creating <= max_pools`,
 //! a pool sits in exactly one place, and no waiter is queued while a pool is
