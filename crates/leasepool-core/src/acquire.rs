@@ -21,8 +21,11 @@ use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
 /// |---|---|
 /// | [`owner`](Self::owner) | none |
 /// | [`lease`](Self::lease) | the manager's `default_lease` |
-/// | [`timeout`](Self::timeout) | wait as long as it takes |
+/// | [`timeout`](Self::timeout) | the manager's `acquire_timeout`, else wait as long as it takes |
 /// | [`wait`](Self::wait) | `true`; `false` fails fast with [`Error::Unavailable`] |
+///
+/// `.wait(false)` together with `.timeout(d)` is a contradiction, refused
+/// with [`Error::InvalidConfig`] rather than a time-out silently ignored.
 ///
 /// Waiters are served first come, first served. Dropping the future while it
 /// waits removes the waiter; if a pool was handed to it at that moment, the
@@ -97,7 +100,14 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
             Some(lease) => config::lease_duration("lease", lease, config.lease_grace)?,
             None => config.default_lease,
         };
-        let deadline = match (self.wait, self.timeout) {
+        if !self.wait && self.timeout.is_some() {
+            return Err(Error::invalid(
+                "timeout",
+                "has no effect with wait(false), which never waits: drop one of the two",
+            ));
+        }
+        let timeout = self.timeout.or(config.acquire_timeout);
+        let deadline = match (self.wait, timeout) {
             (true, Some(timeout)) => {
                 let at = Instant::now().checked_add(timeout).ok_or_else(|| {
                     Error::invalid(

@@ -23,6 +23,7 @@ use crate::{Error, ExecutorBackend, LeasedExecutorManager};
 /// | `check_interval` | 120 s | > 0 |
 /// | `default_lease` | 300 s | > 0 |
 /// | `lease_grace` | 15 s | >= 0 |
+/// | `acquire_timeout` | none (wait as long as it takes) | > 0 |
 /// | `workers_per_pool` | 4 | > 0 |
 /// | `name_prefix` | "leasepool" | not empty, no NUL byte |
 ///
@@ -36,6 +37,7 @@ pub struct ManagerBuilder<B> {
     check_interval: Duration,
     default_lease: Duration,
     lease_grace: Duration,
+    acquire_timeout: Option<Duration>,
     workers_per_pool: usize,
     name_prefix: String,
 }
@@ -49,6 +51,7 @@ impl<B> fmt::Debug for ManagerBuilder<B> {
             .field("check_interval", &self.check_interval)
             .field("default_lease", &self.default_lease)
             .field("lease_grace", &self.lease_grace)
+            .field("acquire_timeout", &self.acquire_timeout)
             .field("workers_per_pool", &self.workers_per_pool)
             .field("name_prefix", &self.name_prefix)
             .finish_non_exhaustive()
@@ -66,6 +69,7 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             check_interval: Duration::from_secs(120),
             default_lease: Duration::from_secs(300),
             lease_grace: Duration::from_secs(15),
+            acquire_timeout: None,
             workers_per_pool: 4,
             name_prefix: "leasepool".to_owned(),
         }
@@ -120,6 +124,14 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
         self
     }
 
+    /// The time-out of acquires that set none (default: none, an acquire
+    /// waits as long as it takes). An acquire's own `.timeout(d)` wins;
+    /// `.wait(false)` acquires never wait.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+
     /// Workers in each pool (default 4).
     pub fn workers_per_pool(mut self, n: usize) -> Self {
         self.workers_per_pool = n;
@@ -152,6 +164,10 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
         let lease_grace = config::duration("lease_grace", self.lease_grace, true)?;
         let default_lease =
             config::lease_duration("default_lease", self.default_lease, lease_grace)?;
+        let acquire_timeout = self
+            .acquire_timeout
+            .map(|t| config::duration("acquire_timeout", t, false))
+            .transpose()?;
         if self.name_prefix.is_empty() {
             return Err(Error::invalid("name_prefix", "must not be empty"));
         }
@@ -166,6 +182,7 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             check_interval,
             default_lease,
             lease_grace,
+            acquire_timeout,
             workers_per_pool,
             name_prefix: Arc::from(self.name_prefix),
         };

@@ -20,6 +20,7 @@ pub struct ManagerConfig {
     pub(crate) check_interval: Duration,
     pub(crate) default_lease: Duration,
     pub(crate) lease_grace: Duration,
+    pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) workers_per_pool: usize,
     pub(crate) name_prefix: Arc<str>,
 }
@@ -34,6 +35,7 @@ impl fmt::Debug for ManagerConfig {
             .field("check_interval", &self.check_interval)
             .field("default_lease", &self.default_lease)
             .field("lease_grace", &self.lease_grace)
+            .field("acquire_timeout", &self.acquire_timeout)
             .field("workers_per_pool", &self.workers_per_pool)
             .field("name_prefix", &self.name_prefix)
             .finish()
@@ -72,6 +74,11 @@ impl ManagerConfig {
     /// Time between soft and hard expiry.
     pub fn lease_grace(&self) -> Duration {
         self.lease_grace
+    }
+    /// The time-out of acquires that set none (`None`: wait as long as it
+    /// takes).
+    pub fn acquire_timeout(&self) -> Option<Duration> {
+        self.acquire_timeout
     }
     /// Workers in each pool.
     pub fn workers_per_pool(&self) -> usize {

@@ -13,10 +13,19 @@ use crate::LeaseId;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The manager is not running: `start()` was never called, it was
-    /// stopped, or it is stopping.
+    /// The manager is not running: `start()` was never called, has not
+    /// finished, or the manager was stopped.
     #[error("the lease manager is not started: call start() first (it may have been stopped)")]
     NotStarted,
+
+    /// A graceful `shutdown()` or a `stop()` is in progress: the acquire was
+    /// refused, or a waiting acquire was woken, because the manager is going
+    /// away.
+    #[error(
+        "the lease manager is shutting down: it hands out no new leases; \
+         send the work elsewhere, or start the manager again once shutdown has returned"
+    )]
+    ShuttingDown,
 
     /// `wait(false)` was asked for and every pool is leased.
     #[error(
@@ -36,7 +45,7 @@ pub enum Error {
     Timeout(Duration),
 
     /// The lease can no longer run work.
-    #[error("lease {id} can no longer run work: {reason}; acquire a new lease")]
+    #[error("{id} can no longer run work: {reason}; acquire a new lease")]
     LeaseExpired {
         /// The lease that was used.
         id: LeaseId,
@@ -92,6 +101,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// True where trying again later, or on a new lease, can succeed:
+    /// [`Unavailable`](Self::Unavailable) and [`Timeout`](Self::Timeout)
+    /// (a pool may be free later), [`LeaseExpired`](Self::LeaseExpired) and
+    /// [`Broken`](Self::Broken) (on a new lease). False for misuse and
+    /// configuration errors, for a manager that is not running or shutting
+    /// down, and for outcomes of the job itself (a panic, a cancellation,
+    /// a serialisation failure), which the same job would meet again.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use leasepool_core::Error;
+    ///
+    /// assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+    /// assert!(!Error::ShuttingDown.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. }
+                | Error::Timeout(_)
+                | Error::LeaseExpired { .. }
+                | Error::Broken(_)
+        )
+    }
+
     /// An [`Error::InvalidConfig`] for `field`, with a reason a person can
     /// act on ("must be greater than 0"). For backends' `check_config`.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

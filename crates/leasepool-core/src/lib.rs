@@ -68,5 +68,5 @@ pub use initializer::WorkerInitializer;
 pub use job::JobHandle;
 pub use lease::{ExecutorLease, LeasedExecutor, Run};
 pub use manager::LeasedExecutorManager;
-pub use stats::{LeaseStats, ManagerStats, ShutdownReport};
+pub use stats::{LeaseStats, ManagerCounters, ManagerStats, ShutdownReport};
 pub use task::Task;

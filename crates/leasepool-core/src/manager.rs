@@ -22,8 +22,8 @@ use crate::job::JobSink;
 use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
 use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
 use crate::{
-    Acquire, BackendPool, Error, ExecutorBackend, LOG_TARGET, LeaseId, ManagerBuilder,
-    ManagerConfig, ManagerStats,
+    Acquire, BackendPool, CallData, CallFn, Error, ExecutorBackend, LOG_TARGET, LeaseId,
+    LocalBackend, ManagerBuilder, ManagerConfig, ManagerStats,
 };
 
 /// The pool handle the state machine moves around.
@@ -184,7 +184,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
 
     /// Stops the manager: stops the checker, shuts every pool down (queued
     /// jobs are cancelled, running jobs finish), fails every waiter with
-    /// [`Error::NotStarted`], and ends every lease. Returns once every
+    /// [`Error::ShuttingDown`], and ends every lease. Returns once every
     /// worker thread the manager started has exited.
     ///
     /// Called from inside a job running on one of this manager's pools,
@@ -305,7 +305,76 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
             workers_per_pool: self.inner.config.workers_per_pool,
             waiting: state.waiting(),
             leases: state.lease_stats(now),
+            counters: state.counters().clone(),
         }
+    }
+}
+
+/// One await for one job: acquire with the defaults, run, release.
+impl<B: ExecutorBackend> LeasedExecutorManager<B> {
+    /// Acquires a lease with the defaults (`default_lease`, the manager's
+    /// `acquire_timeout`), runs the plain function `f` on `argument` there
+    /// (see [`ExecutorLease::call`](crate::ExecutorLease::call)), and
+    /// releases the lease. Works on every backend.
+    ///
+    /// Dropping the future before it is done cancels the job if it has not
+    /// started, and releases the lease (which drains if the job runs).
+    pub async fn call<F, A, R>(&self, f: F, argument: A) -> Result<R, Error>
+    where
+        F: CallFn<A, R>,
+        A: CallData,
+        R: CallData,
+    {
+        let lease = self.acquire().await?;
+        let result = lease.call(f, argument).await;
+        lease.release().await;
+        result
+    }
+}
+
+impl<B: LocalBackend> LeasedExecutorManager<B> {
+    /// Acquires a lease with the defaults (`default_lease`, the manager's
+    /// `acquire_timeout`), runs `f` on it, and releases it: the whole
+    /// borrow in one await.
+    ///
+    /// ```
+    /// # use leasepool_core::{BackendPool, Error, ExecutorBackend, LocalBackend, PoolContext, Task};
+    /// # struct Inline;
+    /// # struct InlinePool;
+    /// # impl ExecutorBackend for Inline {
+    /// #     type Pool = InlinePool;
+    /// #     fn name(&self) -> &'static str { "inline" }
+    /// #     fn create_pool(&self, _: PoolContext) -> Result<InlinePool, Error> { Ok(InlinePool) }
+    /// # }
+    /// # impl BackendPool for InlinePool {
+    /// #     fn execute(&self, task: Task) { task.run() }
+    /// #     fn shutdown(&self) {}
+    /// # }
+    /// # impl LocalBackend for Inline {}
+    /// use leasepool_core::LeasedExecutorManager;
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// futures_lite::future::block_on(async {
+    ///     let manager = LeasedExecutorManager::builder(Inline).max_pools(1).build()?;
+    ///     manager.start().await?;
+    ///     assert_eq!(manager.run(|| 6 * 7).await?, 42);
+    ///     manager.stop().await;
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// Dropping the future before it is done cancels the job if it has not
+    /// started, and releases the lease (which drains if the job runs).
+    pub async fn run<F, T>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let lease = self.acquire().await?;
+        let result = lease.run(f).await;
+        lease.release().await;
+        result
     }
 }
 
@@ -403,7 +472,7 @@ impl<B: ExecutorBackend> Inner<B> {
             match core.state.begin_start() {
                 Lifecycle::Running => return Ok(None),
                 // A graceful shutdown is under way: the manager is stopping.
-                Lifecycle::ShuttingDown => return Err(Error::NotStarted),
+                Lifecycle::ShuttingDown => return Err(Error::ShuttingDown),
                 Lifecycle::Starting => return Ok(core.start_gate.clone()),
                 Lifecycle::Stopped => {}
             }
@@ -511,6 +580,10 @@ pub(crate) fn weak_sink<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<dyn J
     weak
 }
 
+/// Emits one note. Per-lease and per-job events go at `debug`, so a busy
+/// service logs a constant number of lines at `info` (start, stop,
+/// shutdown); `warn` is for soft expiry, revocation, broken pools and
+/// failed creations.
 fn log_note(backend: &str, note: &Note) {
     use crate::state::Finalised;
     let owner = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("-").to_owned();
@@ -521,12 +594,12 @@ fn log_note(backend: &str, note: &Note) {
             pool,
             duration,
             grace,
-        } => log::info!(
+        } => log::debug!(
             target: LOG_TARGET,
             "leased pool {pool} as {id} (owner {}, lease {duration:?}, grace {grace:?}, backend {backend})",
             owner(o)
         ),
-        Note::Draining { id, pending } => log::info!(
+        Note::Draining { id, pending } => log::debug!(
             target: LOG_TARGET,
             "released {id} with {pending} jobs pending: draining"
         ),
@@ -536,9 +609,9 @@ fn log_note(backend: &str, note: &Note) {
                 Finalised::Idle => "returned to the idle set",
                 Finalised::ShutDown => "shut down",
             };
-            log::info!(target: LOG_TARGET, "finalised {id}: pool {pool} {outcome}")
+            log::debug!(target: LOG_TARGET, "finalised {id}: pool {pool} {outcome}")
         }
-        Note::Renewed { id, duration } => log::info!(
+        Note::Renewed { id, duration } => log::debug!(
             target: LOG_TARGET,
             "renewed {id} for {duration:?}"
         ),
@@ -563,11 +636,11 @@ fn log_note(backend: &str, note: &Note) {
             ),
             None => log::warn!(target: LOG_TARGET, "retired broken idle pool {pool}: {reason}"),
         },
-        Note::Shrunk { pool } => log::info!(
+        Note::Shrunk { pool } => log::debug!(
             target: LOG_TARGET,
             "shut down idle pool {pool}: above the desired count"
         ),
-        Note::Created { pool } => log::info!(
+        Note::Created { pool } => log::debug!(
             target: LOG_TARGET,
             "created executor pool {pool} (backend {backend})"
         ),

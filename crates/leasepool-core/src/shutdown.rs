@@ -1,7 +1,7 @@
 //! Graceful shutdown with a deadline: `LeasedExecutorManager::shutdown`.
 //!
 //! 1. At once: the phase becomes `ShuttingDown`, new acquires and queued
-//!    waiters fail with `NotStarted`, idle pools are shut down. Held leases
+//!    waiters fail with `ShuttingDown`, idle pools are shut down. Held leases
 //!    keep working; the checker keeps revoking them at hard expiry and keeps
 //!    time for the deadline.
 //! 2. When every lease has ended, or at the deadline: every lease still held
@@ -33,8 +33,8 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
     /// Shuts down gracefully within `deadline`, for a service with a
     /// termination budget.
     ///
-    /// At once: new acquires fail with [`Error::NotStarted`](crate::Error::NotStarted),
-    /// waiters are woken with `NotStarted`, idle pools are shut down, and
+    /// At once: new acquires fail with [`Error::ShuttingDown`](crate::Error::ShuttingDown),
+    /// waiters are woken with `ShuttingDown`, idle pools are shut down, and
     /// the checker keeps revoking leases at hard expiry. Held leases keep
     /// working until they are released (and drained) or the deadline
     /// passes; then every lease still held is revoked exactly as at hard

@@ -10,6 +10,7 @@ use crate::LeaseId;
 /// derived from the same state, at the same instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ManagerStats {
     /// The backend's name ("thread", "rayon", "process", or a custom name).
     pub backend: &'static str,
@@ -31,11 +32,48 @@ pub struct ManagerStats {
     pub waiting: usize,
     /// One entry per lease, in lease order.
     pub leases: Vec<LeaseStats>,
+    /// Counters since the manager was built, read under the same lock.
+    pub counters: ManagerCounters,
+}
+
+/// Counters that only go up, since the manager was built (across stops and
+/// restarts), for dashboards and rates. Each is updated by the same
+/// transition that changes the state it counts, under the same lock, so a
+/// snapshot is consistent with the rest of [`ManagerStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ManagerCounters {
+    /// Leases granted, at once or after waiting.
+    pub acquired: u64,
+    /// Of `acquired`, leases granted to a caller that had to wait.
+    pub acquired_after_wait: u64,
+    /// Acquires that failed with [`Error::Timeout`](crate::Error::Timeout).
+    pub timed_out: u64,
+    /// Acquires that failed with [`Error::Unavailable`](crate::Error::Unavailable).
+    pub unavailable: u64,
+    /// Time waited by the callers counted in `acquired_after_wait`, in
+    /// total.
+    pub wait_time_total: Duration,
+    /// The longest of those waits.
+    pub wait_time_max: Duration,
+    /// Leases released (or dropped) by their holders.
+    pub leases_released: u64,
+    /// Leases revoked: at hard expiry, or at a graceful shutdown's deadline.
+    pub leases_revoked: u64,
+    /// Successful renewals.
+    pub leases_renewed: u64,
+    /// Pools created and installed (at start-up and later).
+    pub pools_created: u64,
+    /// Pools retired as broken (including pools that broke while being
+    /// created).
+    pub pools_broken: u64,
 }
 
 /// One lease in a [`ManagerStats`] snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct LeaseStats {
     /// The lease id.
     pub id: LeaseId,

@@ -254,7 +254,12 @@ async fn client<B: SoakBackend>(
         };
         let lease = match acquired {
             Ok(lease) => lease,
-            Err(Error::NotStarted | Error::Unavailable { .. } | Error::Timeout(_)) => {
+            Err(
+                Error::NotStarted
+                | Error::ShuttingDown
+                | Error::Unavailable { .. }
+                | Error::Timeout(_),
+            ) => {
                 Tally::add(&tally.acquire_errors);
                 // Back off a little, without a runtime timer.
                 blocking::unblock(|| std::thread::sleep(Duration::from_millis(1))).await;

@@ -159,7 +159,7 @@ fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Resul
     match installed {
         Ok(()) => {
             for seq in created {
-                log::info!(
+                log::debug!(
                     target: crate::LOG_TARGET,
                     "created executor pool {seq} (backend {})",
                     inner.backend.name()

@@ -59,7 +59,7 @@ use seqmap::SeqMap;
 pub(crate) use waiters::Resolution;
 use waiters::{WaitQueue, Waiter};
 
-use crate::stats::LeaseStats;
+use crate::stats::{LeaseStats, ManagerCounters};
 use crate::{Error, LeaseEnd, LeaseId};
 
 /// `now + d`, saturating instead of overflowing. Configuration validation
@@ -222,6 +222,8 @@ pub(crate) struct LeaseState<P, W> {
     /// Jobs submitted through any lease of any run that have not ended
     /// (queued or running), for shutdown reports.
     jobs_in_flight: usize,
+    /// Counters that only go up, updated by the transitions they count.
+    counters: ManagerCounters,
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -281,6 +283,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             backoff: BreakBackoff::default(),
             shutdown_deadline: None,
             jobs_in_flight: 0,
+            counters: ManagerCounters::default(),
         }
     }
 
@@ -314,6 +317,10 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// have not ended yet.
     pub(crate) fn jobs_in_flight(&self) -> usize {
         self.jobs_in_flight
+    }
+
+    pub(crate) fn counters(&self) -> &ManagerCounters {
+        &self.counters
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -360,6 +367,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         if self.phase != Lifecycle::Starting {
             return Err(pools);
         }
+        self.counters.pools_created += pools.len() as u64;
         let broken: Vec<(u64, String)> = pools
             .iter()
             .filter_map(|slot| {
@@ -402,7 +410,7 @@ impl<P: Clone, W> LeaseState<P, W> {
     }
 
     /// Stops everything: every pool is shut down, every lease ends, every
-    /// waiter fails with `NotStarted`.
+    /// waiter fails with `ShuttingDown`.
     /// Returns how many leases it ended.
     pub(crate) fn stop(&mut self, fx: &mut Effects<P, W>) -> usize {
         let ended = self.leases.len();
@@ -424,15 +432,15 @@ impl<P: Clone, W> LeaseState<P, W> {
         for waiter in self.waiters.drain() {
             fx.wake.push(
                 self.waiters
-                    .resolve(waiter, Resolution::Failed(Error::NotStarted)),
+                    .resolve(waiter, Resolution::Failed(Error::ShuttingDown)),
             );
         }
-        self.waiters.fail_parked_grants(&Error::NotStarted);
+        self.waiters.fail_parked_grants(&Error::ShuttingDown);
         ended
     }
 
     /// Starts a graceful shutdown: no new leases (waiters fail with
-    /// `NotStarted`), idle pools shut down, held leases keep working until
+    /// `ShuttingDown`), idle pools shut down, held leases keep working until
     /// they end or `deadline`. Returns the number of leases held, or `None`
     /// if the manager is not running.
     pub(crate) fn begin_shutdown(
@@ -451,7 +459,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         for waiter in self.waiters.drain() {
             fx.wake.push(
                 self.waiters
-                    .resolve(waiter, Resolution::Failed(Error::NotStarted)),
+                    .resolve(waiter, Resolution::Failed(Error::ShuttingDown)),
             );
         }
         fx.wake_checker = true;
@@ -476,8 +484,10 @@ impl<P: Clone, W> LeaseState<P, W> {
         wake: impl FnOnce() -> W,
         fx: &mut Effects<P, W>,
     ) -> Result<AcquireStep, Error> {
-        if self.phase != Lifecycle::Running {
-            return Err(Error::NotStarted);
+        match self.phase {
+            Lifecycle::Running => {}
+            Lifecycle::ShuttingDown => return Err(Error::ShuttingDown),
+            Lifecycle::Stopped | Lifecycle::Starting => return Err(Error::NotStarted),
         }
         self.revoke_expired(now, fx);
         if let Some(slot) = self.idle.pop_front() {
@@ -493,16 +503,20 @@ impl<P: Clone, W> LeaseState<P, W> {
         }
         let room = self.room_for_newcomer();
         if !request.wait && !room {
+            self.counters.unavailable += 1;
             return Err(Error::Unavailable {
                 max_pools: self.limits.max_pools,
             });
         }
         if let Some((at, timeout)) = request.deadline {
             if at <= now && !room {
+                self.counters.timed_out += 1;
                 return Err(Error::Timeout(timeout));
             }
         }
-        let id = self.waiters.push(request.terms, request.deadline, wake());
+        let id = self
+            .waiters
+            .push(now, request.terms, request.deadline, wake());
         if self.creations_needed() > 0 || self.before_checker(request.deadline.map(|(at, _)| at)) {
             fx.wake_checker = true;
         }
@@ -542,6 +556,7 @@ impl<P: Clone, W> LeaseState<P, W> {
     ) -> Grant {
         let key = self.next_lease;
         self.next_lease += 1;
+        self.counters.acquired += 1;
         let id = LeaseId::new(self.manager_id, key);
         let soft = deadline_after(now, terms.duration);
         let hard = deadline_after(soft, terms.grace);
@@ -589,6 +604,11 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// down. `total` must not count `slot` yet.
     fn offer(&mut self, slot: PoolSlot<P>, now: Instant, fx: &mut Effects<P, W>) -> Finalised {
         if let Some(waiter) = self.waiters.pop_oldest() {
+            let waited = now.saturating_duration_since(waiter.since);
+            let counters = &mut self.counters;
+            counters.acquired_after_wait += 1;
+            counters.wait_time_total = counters.wait_time_total.saturating_add(waited);
+            counters.wait_time_max = counters.wait_time_max.max(waited);
             let Waiter { terms, .. } = &waiter;
             let grant = self.grant(slot, terms.clone(), now, fx);
             fx.wake
@@ -614,6 +634,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return;
         }
         record.end.set(LeaseEnd::Released);
+        self.counters.leases_released += 1;
         if record.pending > 0 {
             record.draining = true;
             fx.note(|| Note::Draining {
@@ -671,6 +692,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         record.soft = deadline_after(now, duration);
         record.hard = deadline_after(record.soft, record.grace);
         record.soft_warned = false;
+        self.counters.leases_renewed += 1;
         fx.note(|| Note::Renewed {
             id: record.id,
             duration,
@@ -725,6 +747,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return;
         };
         record.end.set(LeaseEnd::Expired);
+        self.counters.leases_revoked += 1;
         fx.note(|| Note::Revoked {
             id: record.id,
             owner: record.owner.clone(),
@@ -795,6 +818,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         } else {
             return false;
         }
+        self.counters.pools_broken += 1;
         self.request_capacity(fx);
         true
     }
@@ -890,6 +914,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             fx.shutdown.push(slot.pool);
             return;
         }
+        self.counters.pools_created += 1;
         self.offer(slot, now, fx);
     }
 
@@ -901,6 +926,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return;
         }
         self.creating = self.creating.saturating_sub(1);
+        self.counters.pools_broken += 1;
         fx.note(|| Note::Retired {
             pool: seq,
             lease: None,
@@ -946,6 +972,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             let spared = self.spared_waiters();
             for waiter in self.waiters.take_timed_out(now, spared) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
+                self.counters.timed_out += 1;
                 fx.note(|| Note::WaiterTimedOut { waited: timeout });
                 fx.wake.push(
                     self.waiters

@@ -24,6 +24,8 @@ use crate::Error;
 pub(crate) struct Waiter<W> {
     pub(crate) id: u64,
     pub(crate) terms: LeaseTerms,
+    /// When the waiter joined the queue.
+    pub(crate) since: Instant,
     /// When the waiter gives up, and the timeout it asked for.
     pub(crate) deadline: Option<(Instant, Duration)>,
     /// How to wake the waiter (a wake slot in the manager, its id in tests).
@@ -67,6 +69,7 @@ impl<W> WaitQueue<W> {
 
     pub(crate) fn push(
         &mut self,
+        since: Instant,
         terms: LeaseTerms,
         deadline: Option<(Instant, Duration)>,
         wake: W,
@@ -80,6 +83,7 @@ impl<W> WaitQueue<W> {
             id,
             Waiter {
                 id,
+                since,
                 terms,
                 deadline,
                 wake,

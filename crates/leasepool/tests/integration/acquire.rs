@@ -118,15 +118,24 @@ fn wait_false_fails_fast_with_unavailable_naming_max_pools() {
         let message = error.to_string();
         assert!(message.contains("max_pools"), "{message}");
         assert!(message.contains('2'), "{message}");
-        // wait(false) wins over a timeout.
-        assert_eq!(
-            m.acquire()
-                .wait(false)
-                .timeout(Duration::from_secs(60))
-                .await
-                .unwrap_err(),
-            Error::Unavailable { max_pools: 2 }
+        // wait(false) with a timeout is a contradiction, refused clearly.
+        let both = m
+            .acquire()
+            .wait(false)
+            .timeout(Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                both,
+                Error::InvalidConfig {
+                    field: "timeout",
+                    ..
+                }
+            ),
+            "{both:?}"
         );
+        assert!(both.to_string().contains("wait(false)"), "{both}");
         assert_eq!(m.stats().waiting, 0, "a fail-fast acquire never queues");
         drop((a, b));
         m.stop().await;

@@ -151,7 +151,7 @@ fn is_started_tracks_the_lifecycle() {
 }
 
 #[test]
-fn stop_wakes_waiters_with_not_started() {
+fn stop_wakes_waiters_with_shutting_down() {
     let m = builder("lc07").max_pools(1).build().unwrap();
     m.start_blocking().unwrap();
     let lease = m.acquire().blocking().unwrap();
@@ -174,7 +174,7 @@ fn stop_wakes_waiters_with_not_started() {
     m.stop_blocking();
     for _ in 0..3 {
         let result = rx.recv_timeout(PATIENCE).expect("waiter woken by stop");
-        assert_eq!(result, Err(Error::NotStarted));
+        assert_eq!(result, Err(Error::ShuttingDown));
     }
     for waiter in waiters {
         waiter.join().unwrap();
@@ -192,7 +192,7 @@ fn stop_wakes_an_async_waiter() {
     let waiter = std::thread::spawn(move || block_on(async { m2.acquire().owner("w").await }));
     eventually("waiter queued", || m.stats().waiting == 1);
     block_on(m.stop());
-    assert_eq!(waiter.join().unwrap().unwrap_err(), Error::NotStarted);
+    assert_eq!(waiter.join().unwrap().unwrap_err(), Error::ShuttingDown);
     drop(lease);
 }
 

@@ -10,6 +10,7 @@ mod broken;
 mod call;
 mod cancellation;
 mod config;
+mod conveniences;
 mod draining;
 mod expiry;
 mod grinder;

@@ -158,7 +158,7 @@ async fn scenario(prefix: &'static str, spawn: Spawner) {
     until("the late waiter is queued", || m.stats().waiting == 1).await;
     m.stop().await;
     assert!(!m.is_started());
-    assert_eq!(late_rx.await.unwrap(), Err(Error::NotStarted));
+    assert_eq!(late_rx.await.unwrap(), Err(Error::ShuttingDown));
     late.await;
     for lease in [&c, &d] {
         assert_eq!(lease.ended(), Some(LeaseEnd::Stopped));
@@ -334,7 +334,7 @@ fn plain_threads_blocking() {
     let late = std::thread::spawn(move || m3.acquire().owner("late").blocking().map(drop));
     eventually("the late waiter is queued", || m.stats().waiting == 1);
     m.stop_blocking();
-    assert_eq!(late.join().unwrap(), Err(Error::NotStarted));
+    assert_eq!(late.join().unwrap(), Err(Error::ShuttingDown));
     assert_eq!(c.ended(), Some(LeaseEnd::Stopped));
     assert!(matches!(
         d.submit(|| 1),

@@ -50,10 +50,10 @@ fn held_leases_keep_working_and_end_on_their_own() {
         let m = m.clone();
         std::thread::spawn(move || m.shutdown_blocking(Duration::from_secs(60)))
     };
-    // New acquires fail and the waiter is woken with NotStarted.
-    assert_eq!(waiter.join().unwrap(), Err(Error::NotStarted));
+    // New acquires fail and the waiter is woken with ShuttingDown.
+    assert_eq!(waiter.join().unwrap(), Err(Error::ShuttingDown));
     eventually("acquire refused", || {
-        matches!(m.acquire().wait(false).blocking(), Err(Error::NotStarted))
+        matches!(m.acquire().wait(false).blocking(), Err(Error::ShuttingDown))
     });
     assert!(!m.is_started());
     // The held lease still runs work.

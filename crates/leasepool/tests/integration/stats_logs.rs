@@ -289,7 +289,7 @@ fn start_and_pool_creation_are_logged() {
     let created = |mark| {
         from_thread(mark, checker)
             .iter()
-            .filter(|r| r.level == Level::Info && r.message.contains("created"))
+            .filter(|r| r.level == Level::Debug && r.message.contains("created"))
             .count()
     };
     assert_eq!(created(mark), 2, "{:?}", from_thread(mark, checker));
@@ -302,7 +302,7 @@ fn start_and_pool_creation_are_logged() {
     eventually("on-demand creation logged", || {
         from_thread(later, "st05-create-3")
             .iter()
-            .filter(|r| r.level == Level::Info && r.message.contains("created"))
+            .filter(|r| r.level == Level::Debug && r.message.contains("created"))
             .count()
             == 1
     });
@@ -342,13 +342,38 @@ fn each_lease_and_its_release_are_logged() {
     let id = *lease.id();
     let leased = about(mark, &id);
     assert_eq!(leased.len(), 1, "{leased:?}");
-    assert_eq!(leased[0].level, Level::Info);
+    assert_eq!(leased[0].level, Level::Debug);
     assert!(leased[0].message.contains("log-owner-st07"), "{leased:?}");
     drop(lease);
     let released = about(mark, &id);
     assert_eq!(released.len(), 2, "{released:?}");
-    assert_eq!(released[1].level, Level::Info);
+    assert_eq!(released[1].level, Level::Debug);
     all_target_leasepool(&released);
+    m.stop_blocking();
+}
+
+#[test]
+fn a_thousand_leases_add_no_line_at_info() {
+    let m = builder("st07q").max_pools(2).build().unwrap();
+    m.start_blocking().unwrap();
+    let me = current_thread();
+    let mark = log_mark();
+    for i in 0..1000 {
+        let lease = m.acquire().owner(format!("quiet-{i}")).blocking().unwrap();
+        lease.submit(|| ()).unwrap().wait().unwrap();
+        drop(lease);
+    }
+    let at_info: Vec<_> = from_thread(mark, &me)
+        .into_iter()
+        .filter(|r| r.level <= Level::Info)
+        .collect();
+    assert!(at_info.is_empty(), "{at_info:?}");
+    // They are all there at debug.
+    let at_debug = from_thread(mark, &me)
+        .into_iter()
+        .filter(|r| r.level == Level::Debug && r.message.contains("quiet-"))
+        .count();
+    assert_eq!(at_debug, 1000);
     m.stop_blocking();
 }
 

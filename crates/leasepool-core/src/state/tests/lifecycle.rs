@@ -45,11 +45,11 @@ fn stop_shuts_everything_down_and_fails_every_waiter() {
     );
     assert_eq!(
         h.failed(w1),
-        Error::NotStarted,
+        Error::ShuttingDown,
         "a parked grant becomes a failure"
     );
-    assert_eq!(h.failed(w2), Error::NotStarted);
-    assert_eq!(h.failed(w3), Error::NotStarted);
+    assert_eq!(h.failed(w2), Error::ShuttingDown);
+    assert_eq!(h.failed(w3), Error::ShuttingDown);
 
     // Dead leases: no work, release and completion are no-ops.
     assert_eq!(h.begin_job(a.key, 5).0, None);
@@ -168,7 +168,7 @@ fn restart_after_stop_serves_again_with_fresh_ids() {
     let a = h.lease(0);
     let w = h.queue(1);
     h.stop();
-    assert_eq!(h.failed(w), Error::NotStarted);
+    assert_eq!(h.failed(w), Error::ShuttingDown);
 
     assert_eq!(h.s.begin_start(), Lifecycle::Stopped);
     let seqs = h.s.reserve_pool_seqs(1);

@@ -26,7 +26,7 @@ fn begin_shutdown_shuts_idle_pools_down_and_reports_held_leases() {
 }
 
 #[test]
-fn begin_shutdown_fails_every_queued_waiter_with_not_started() {
+fn begin_shutdown_fails_every_queued_waiter_with_shutting_down() {
     let mut h = H::started(1, 2, 1);
     let a = h.lease(0);
     let w1 = h.queue(1);
@@ -35,8 +35,8 @@ fn begin_shutdown_fails_every_queued_waiter_with_not_started() {
     let (held, fx) = h.begin_shutdown(1000);
     assert_eq!(held, Some(1));
     assert_eq!(fx.wake, vec![w1, w2], "oldest first");
-    assert_eq!(h.failed(w1), Error::NotStarted);
-    assert_eq!(h.failed(w2), Error::NotStarted);
+    assert_eq!(h.failed(w1), Error::ShuttingDown);
+    assert_eq!(h.failed(w2), Error::ShuttingDown);
     assert_eq!(h.s.waiting(), 0);
 
     // The creation in flight arrives: nobody to serve, shut down.
@@ -126,7 +126,7 @@ fn shutdown_due_once_every_lease_ended_or_at_the_deadline() {
 }
 
 #[test]
-fn shutting_down_acquire_fails_not_started_without_side_effects() {
+fn shutting_down_acquire_fails_shutting_down_without_side_effects() {
     let mut h = H::started(1, 2, 1);
     let _a = h.lease(0); // hard expiry 110
     h.begin_shutdown(1000);
@@ -137,7 +137,7 @@ fn shutting_down_acquire_fails_not_started_without_side_effects() {
         (true, Some(50)),
     ] {
         let (result, fx) = h.acquire(200, wait, timeout);
-        assert_eq!(result.unwrap_err(), Error::NotStarted);
+        assert_eq!(result.unwrap_err(), Error::ShuttingDown);
         assert!(fx.is_empty());
     }
     assert_eq!(h.s.waiting(), 0);

@@ -16,7 +16,11 @@ impl Sim {
         let mut exp = Expect::default();
         let want = if self.phase != Lifecycle::Running {
             exp.wake_checker = Some(false);
-            Want::Err(Error::NotStarted)
+            Want::Err(if self.phase == Lifecycle::ShuttingDown {
+                Error::ShuttingDown
+            } else {
+                Error::NotStarted
+            })
         } else {
             self.m_revoke_expired(&mut exp);
             if let Some(pool) = self.idle.pop_front() {
@@ -448,7 +452,7 @@ impl Sim {
             exp.wake = self.queued();
             for id in &exp.wake {
                 self.waiters.get_mut(id).expect("waiter").status =
-                    Parked::Failed(Error::NotStarted);
+                    Parked::Failed(Error::ShuttingDown);
             }
             exp.wake_checker = Some(true);
             self.phase = Lifecycle::ShuttingDown;
@@ -486,7 +490,7 @@ impl Sim {
         exp.wake = self.queued();
         for waiter in self.waiters.values_mut() {
             if matches!(waiter.status, Parked::Queued | Parked::Granted(_)) {
-                waiter.status = Parked::Failed(Error::NotStarted);
+                waiter.status = Parked::Failed(Error::ShuttingDown);
             }
         }
         exp.wake_checker = Some(false);
