@@ -1,6 +1,8 @@
 //! The one error type of leasepool.
 
+use std::any::Any;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::LeaseId;
@@ -169,12 +171,110 @@ impl fmt::Display for LeaseEnd {
 /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
 /// assert_eq!(leasepool_core::panic_message(payload.as_ref()), "boom");
 /// ```
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// [`panic_message`] for a payload the library owns: the message, with the
+/// payload dropped safely (see [`drop_payload`]).
+pub(crate) fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(payload.as_ref());
+    drop_payload(payload);
+    message
+}
+
+/// Drops a panic payload. The payload is user code (`panic_any` takes any
+/// type) and its `Drop` may panic in turn: that second panic is caught, and
+/// its own payload is forgotten rather than dropped, so dropping never
+/// unwinds into the library however deep the nesting.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(inner);
+    }
+}
+
+/// Drops a user value (a job's closure, argument or result) on a library
+/// thread. See [`guard_user_code`]. Free when nothing panics.
+pub(crate) fn drop_user_value<T>(value: T) {
+    guard_user_code("dropping a job's value", move || drop(value));
+}
+
+/// Runs `f`, user code called from a library thread (a `Drop`, a waker).
+/// A panic is caught and logged, and its payload dropped with
+/// [`drop_payload`]: hostile user code cannot kill a worker, a dispatcher,
+/// or whoever stops a pool.
+pub(crate) fn guard_user_code(what: &str, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        log::warn!(
+            target: "leasepool",
+            "{what} panicked (ignored): {}",
+            panic_message(payload.as_ref())
+        );
+        drop_payload(payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::panic_any;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Panics when dropped, with a payload that panics when dropped, down
+    /// to `depth`.
+    struct Nested {
+        depth: usize,
+        drops: Arc<AtomicUsize>,
+    }
+
+    impl Drop for Nested {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+            if self.depth > 0 {
+                panic_any(Nested {
+                    depth: self.depth - 1,
+                    drops: self.drops.clone(),
+                });
+            }
+        }
+    }
+
+    fn nested(depth: usize) -> (Nested, Arc<AtomicUsize>) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let value = Nested {
+            depth,
+            drops: drops.clone(),
+        };
+        (value, drops)
+    }
+
+    #[test]
+    fn a_payload_whose_drop_panics_is_dropped_once_and_its_own_payload_forgotten() {
+        let (value, drops) = nested(3);
+        let payload: Box<dyn Any + Send> = Box::new(value);
+        assert_eq!(
+            take_panic_message(payload),
+            "a panic with a non-string payload"
+        );
+        // The first drop panicked with a second payload, which was
+        // forgotten: never dropped, so its own bomb never went off.
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_user_value_whose_drop_panics_does_not_unwind() {
+        let (value, drops) = nested(3);
+        drop_user_value(value);
+        // The value, then its payload (which panics again: forgotten).
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        drop_user_value(String::from("harmless"));
     }
 }

@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::error::guard_user_code;
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicU8, Mutex, MutexGuard};
 
@@ -139,7 +140,9 @@ impl<T> JobShared<T> {
             (cell.waker.take(), cell.thread.take())
         };
         if let Some(waker) = waker {
-            waker.wake();
+            // A waker is its runtime's code, and may be the user's: the
+            // ending thread (a worker) must survive it.
+            guard_user_code("waking a job's waiter", || waker.wake());
         }
         if let Some(thread) = thread {
             thread.unpark();

@@ -4,11 +4,11 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 
 use crate::Error;
 use crate::call::{CallData, CallFn, RemoteCall};
-use crate::error::panic_message;
+use crate::error::{drop_user_value, take_panic_message};
 use crate::job::{JobHandle, JobShared, LeaseLink};
 
 /// One job, handed to [`BackendPool::execute`](crate::BackendPool::execute).
@@ -64,12 +64,17 @@ impl Task {
     /// Runs the job on the current thread, catching a panic (the caller gets
     /// [`Error::Panicked`] and the current thread carries on). Does nothing
     /// if the job was cancelled while queued.
+    ///
+    /// Never unwinds, whatever the job does: a panic payload, a result or
+    /// a closure whose `Drop` panics is dropped under `catch_unwind` too,
+    /// so a backend may call this on its own worker threads unguarded.
     pub fn run(self) {
         self.inner.run();
     }
 
     /// Ends the job without running it; its caller gets `error` (typically
-    /// [`Error::Broken`]).
+    /// [`Error::Broken`]). Never unwinds (see [`run`](Self::run)); nor
+    /// does dropping a task.
     pub fn fail(self, error: Error) {
         self.inner.fail(error);
     }
@@ -151,15 +156,19 @@ where
     fn run(mut self: Box<Self>) {
         let Some(f) = self.f.take() else { return };
         if !self.shared.start() {
+            // Cancelled while queued: its outcome is out already.
+            drop_user_value(f);
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(f))
-            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())));
-        self.shared.finish(result);
+        let result = catch_unwind(AssertUnwindSafe(f));
+        self.shared.finish(result.map_err(panicked));
+        // Ours may be the last reference to the result (its handle was
+        // dropped): the result is dropped here.
+        drop_user_value(self);
     }
 
     fn fail(mut self: Box<Self>, error: Error) {
-        self.f = None;
+        drop_user_value(self.f.take());
         self.shared.end_unstarted(error);
     }
 
@@ -182,10 +191,18 @@ where
 
 impl<F, T> Drop for ClosureTask<F, T> {
     fn drop(&mut self) {
-        if self.f.take().is_some() {
+        if let Some(f) = self.f.take() {
+            // The closure first, so a caller who sees `Cancelled` knows
+            // its captured state is gone.
+            drop_user_value(f);
             self.shared.end_unstarted(Error::Cancelled);
         }
     }
+}
+
+/// The outcome of a job that panicked. The payload is dropped safely.
+fn panicked(payload: Box<dyn Any + Send>) -> Error {
+    Error::Panicked(take_panic_message(payload))
 }
 
 /// A `call` job: runs `f(argument)` here, or travels as a [`RemoteCall`].
@@ -205,15 +222,16 @@ where
             return;
         };
         if !self.shared.start() {
+            drop_user_value(argument);
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(move || f(argument)))
-            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())));
-        self.shared.finish(result);
+        let result = catch_unwind(AssertUnwindSafe(move || f(argument)));
+        self.shared.finish(result.map_err(panicked));
+        drop_user_value(self);
     }
 
     fn fail(mut self: Box<Self>, error: Error) {
-        self.call = None;
+        drop_user_value(self.call.take());
         self.shared.end_unstarted(error);
     }
 
@@ -243,8 +261,84 @@ where
 
 impl<F, A, R> Drop for CallTask<F, A, R> {
     fn drop(&mut self) {
-        if self.call.take().is_some() {
+        if let Some(call) = self.call.take() {
+            drop_user_value(call);
             self.shared.end_unstarted(Error::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::panic_any;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Panics when dropped (not while unwinding), counting its drops.
+    struct Bomb(Arc<AtomicUsize>);
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            if !std::thread::panicking() {
+                panic!("a Drop that panics");
+            }
+        }
+    }
+
+    fn bomb() -> (Bomb, Arc<AtomicUsize>) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        (Bomb(drops.clone()), drops)
+    }
+
+    // Each test calls `run`, `fail` or drops the task on the test thread:
+    // if any of them unwound, the test would fail with that panic.
+
+    #[test]
+    fn a_payload_whose_drop_panics_gives_panicked() {
+        let (payload, drops) = bomb();
+        let (task, handle) = Task::new(move || -> u8 { panic_any(payload) });
+        task.run();
+        assert_eq!(
+            handle.wait(),
+            Err(Error::Panicked("a panic with a non-string payload".into()))
+        );
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_detached_result_whose_drop_panics_is_dropped_by_run() {
+        let (result, drops) = bomb();
+        let (task, handle) = Task::new(move || result);
+        drop(handle);
+        task.run();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_unrun_closure_whose_state_panics_on_drop_is_cancelled() {
+        // Dropped, failed, or cancelled by its handle and then run.
+        for end in 0..3 {
+            let (state, drops) = bomb();
+            let (task, handle) = Task::new(move || {
+                let _state = &state;
+            });
+            match end {
+                0 => drop(task),
+                1 => task.fail(Error::Broken("test".into())),
+                _ => {
+                    assert!(handle.cancel());
+                    task.run();
+                }
+            }
+            let expected = match end {
+                1 => Error::Broken("test".into()),
+                _ => Error::Cancelled,
+            };
+            assert_eq!(handle.wait(), Err(expected));
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
         }
     }
 }

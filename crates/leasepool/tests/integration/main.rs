@@ -14,6 +14,7 @@ mod conveniences;
 mod draining;
 mod expiry;
 mod grinder;
+mod hostile_jobs;
 mod hostile_manager;
 mod leaks;
 mod lease;

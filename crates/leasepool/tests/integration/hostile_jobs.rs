@@ -1,0 +1,324 @@
+//! Hostile user code: a panic payload, a result or a closure's captured
+//! state that panics when the library drops it, and grinder items that stop
+//! their own grinder. Whatever the job does, it gets exactly one outcome, no
+//! worker dies, the pool is not broken (the next job runs on the same
+//! worker thread of the same pool), on the thread and rayon backends.
+//!
+//! Every wait is bounded by `PATIENCE`: a missing outcome fails the test
+//! instead of hanging it.
+
+use std::panic::panic_any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use leasepool::{
+    Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, StopMode,
+    ThreadBackend, WorkGrinder,
+};
+
+use crate::common::*;
+
+/// What `Error::Panicked` says for a payload that is not a string.
+const NON_STRING: &str = "a panic with a non-string payload";
+
+/// Panics when dropped, after counting the drop. (Never while the thread
+/// is already unwinding: that would abort the test binary.)
+struct Bomb {
+    drops: Arc<AtomicUsize>,
+}
+
+impl Bomb {
+    fn new(drops: &Arc<AtomicUsize>) -> Self {
+        Bomb {
+            drops: drops.clone(),
+        }
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if !std::thread::panicking() {
+            panic!("hostile: a Drop that panics");
+        }
+    }
+}
+
+fn drops() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+fn count(drops: &AtomicUsize) -> usize {
+    drops.load(Ordering::SeqCst)
+}
+
+fn thread_manager(prefix: &str) -> LeasedExecutorManager<ThreadBackend> {
+    let m = builder(prefix).max_pools(1).build().unwrap();
+    m.start_blocking().unwrap();
+    m
+}
+
+#[cfg(feature = "rayon")]
+fn rayon_manager(prefix: &str) -> LeasedExecutorManager<leasepool::RayonBackend> {
+    let m = LeasedExecutorManager::builder(leasepool::RayonBackend::new())
+        .name_prefix(prefix)
+        .workers_per_pool(1)
+        .max_pools(1)
+        .build()
+        .unwrap();
+    m.start_blocking().unwrap();
+    m
+}
+
+/// Runs `$test` once per backend, each in a module named after it.
+macro_rules! on_every_backend {
+    ($test:ident, $prefix:literal) => {
+        mod $test {
+            #[test]
+            fn thread() {
+                super::$test(super::thread_manager(concat!($prefix, "t")));
+            }
+
+            #[cfg(feature = "rayon")]
+            #[test]
+            fn rayon() {
+                super::$test(super::rayon_manager(concat!($prefix, "r")));
+            }
+        }
+    };
+}
+
+fn worker_name() -> String {
+    std::thread::current().name().unwrap_or_default().to_owned()
+}
+
+/// The job's outcome, or a test failure if it has none within `PATIENCE`.
+fn outcome<T>(mut handle: JobHandle<T>) -> Result<T, Error> {
+    handle
+        .wait_timeout(PATIENCE)
+        .expect("the job got no outcome")
+}
+
+/// The name of the one worker of the manager's one pool.
+fn the_worker<B: LocalBackend>(m: &LeasedExecutorManager<B>) -> String {
+    let lease = m.acquire().blocking().unwrap();
+    outcome(lease.submit(worker_name).unwrap()).unwrap()
+}
+
+/// The pool is still the healthy one it was: not retired (a replacement
+/// would have a new name), its worker alive, the next job runs.
+fn assert_same_healthy_pool<B: LocalBackend>(m: &LeasedExecutorManager<B>, worker: &str) {
+    eventually("the lease to be released", || m.leased_count() == 0);
+    assert_eq!(m.total_count(), 1);
+    assert_eq!(the_worker(m), worker, "the pool was replaced");
+    assert_eq!(m.total_count(), 1);
+}
+
+// ---- jobs on a lease ----
+
+fn a_payload_that_panics_on_drop_still_gives_panicked<B: LocalBackend>(
+    m: LeasedExecutorManager<B>,
+) {
+    let worker = the_worker(&m);
+    let lease = m.acquire().blocking().unwrap();
+    let dropped = drops();
+    let payload = Bomb::new(&dropped);
+    let job = lease.submit(move || -> u32 { panic_any(payload) }).unwrap();
+    assert_eq!(outcome(job), Err(Error::Panicked(NON_STRING.to_owned())));
+    assert_eq!(count(&dropped), 1, "the payload is dropped exactly once");
+    assert_eq!(lease.ended(), None);
+    assert_eq!(outcome(lease.submit(|| 7).unwrap()), Ok(7));
+    drop(lease);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(a_payload_that_panics_on_drop_still_gives_panicked, "hj1");
+
+fn a_result_that_panics_on_drop_leaves_the_worker_alive<B: LocalBackend>(
+    m: LeasedExecutorManager<B>,
+) {
+    let worker = the_worker(&m);
+    let lease = m.acquire().blocking().unwrap();
+    let dropped = drops();
+    let result = Bomb::new(&dropped);
+    let (go, gate) = mpsc::channel::<()>();
+    let job = lease
+        .submit(move || {
+            gate.recv().unwrap();
+            result
+        })
+        .unwrap();
+    // The handle goes first: the library drops the result.
+    drop(job);
+    go.send(()).unwrap();
+    eventually("the library to drop the result", || count(&dropped) == 1);
+    assert_eq!(
+        outcome(lease.submit(worker_name).unwrap()),
+        Ok(worker.clone())
+    );
+    assert_eq!(lease.ended(), None);
+    drop(lease);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(a_result_that_panics_on_drop_leaves_the_worker_alive, "hj2");
+
+fn a_cancelled_closure_whose_state_panics_on_drop<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    let worker = the_worker(&m);
+    let lease = m.acquire().blocking().unwrap();
+    let (go, gate) = mpsc::channel::<()>();
+    let blocker = lease.submit(move || gate.recv().unwrap()).unwrap();
+    let dropped = drops();
+    let state = Bomb::new(&dropped);
+    let hostile = lease
+        .submit(move || {
+            let _state = &state;
+            1
+        })
+        .unwrap();
+    assert!(hostile.cancel());
+    assert_eq!(outcome(hostile), Err(Error::Cancelled));
+    go.send(()).unwrap();
+    assert_eq!(outcome(blocker), Ok(()));
+    // The worker finds the cancelled task and drops its closure.
+    eventually("the library to drop the closure", || count(&dropped) == 1);
+    assert_eq!(
+        outcome(lease.submit(worker_name).unwrap()),
+        Ok(worker.clone())
+    );
+    assert_eq!(lease.ended(), None);
+    drop(lease);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(a_cancelled_closure_whose_state_panics_on_drop, "hj3");
+
+fn a_queued_closure_dropped_by_stop_panics_on_drop<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    let lease = m.acquire().blocking().unwrap();
+    let (go, gate) = mpsc::channel::<()>();
+    let (running, started) = mpsc::channel::<()>();
+    let blocker = lease
+        .submit(move || {
+            running.send(()).unwrap();
+            gate.recv().unwrap();
+        })
+        .unwrap();
+    let dropped = drops();
+    let state = Bomb::new(&dropped);
+    let hostile = lease
+        .submit(move || {
+            let _state = &state;
+            1
+        })
+        .unwrap();
+    started.recv_timeout(PATIENCE).unwrap();
+    // stop() shuts the pool down: the queued job is cancelled and its
+    // closure dropped by the library, while the blocker still runs.
+    let stopper = {
+        let m = m.clone();
+        std::thread::spawn(move || m.stop_blocking())
+    };
+    assert_eq!(outcome(hostile), Err(Error::Cancelled));
+    assert_eq!(count(&dropped), 1);
+    go.send(()).unwrap();
+    assert_eq!(outcome(blocker), Ok(()));
+    assert!(stopper.join().is_ok(), "stop() panicked");
+    // A stopped manager starts again and runs jobs.
+    m.start_blocking().unwrap();
+    let lease = m.acquire().blocking().unwrap();
+    assert_eq!(outcome(lease.submit(|| 3).unwrap()), Ok(3));
+    drop(lease);
+    m.stop_blocking();
+}
+on_every_backend!(a_queued_closure_dropped_by_stop_panics_on_drop, "hj4");
+
+// ---- grinder items ----
+
+fn grinder<B: ExecutorBackend>(m: &LeasedExecutorManager<B>, threshold: usize) -> WorkGrinder<B> {
+    let g = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(threshold)
+        .max_wait(Duration::from_secs(3600))
+        .owner_prefix("hostile")
+        .build()
+        .unwrap();
+    g.start_blocking().unwrap();
+    g
+}
+
+fn a_grinder_item_with_a_hostile_payload_does_not_cancel_the_rest<B: LocalBackend>(
+    m: LeasedExecutorManager<B>,
+) {
+    let worker = the_worker(&m);
+    let g = grinder(&m, 3);
+    let dropped = drops();
+    let payload = Bomb::new(&dropped);
+    let a = g.enqueue(move || -> u32 { panic_any(payload) }).unwrap();
+    let b = g.enqueue(|| 2).unwrap();
+    let c = g.enqueue(|| 3).unwrap();
+    assert_eq!(outcome(a), Err(Error::Panicked(NON_STRING.to_owned())));
+    assert_eq!(outcome(b), Ok(2));
+    assert_eq!(outcome(c), Ok(3));
+    assert_eq!(count(&dropped), 1);
+    g.stop_blocking(StopMode::Drain);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(
+    a_grinder_item_with_a_hostile_payload_does_not_cancel_the_rest,
+    "hj5"
+);
+
+fn a_grinder_item_whose_dropped_result_panics_does_not_cancel_the_rest<B: LocalBackend>(
+    m: LeasedExecutorManager<B>,
+) {
+    let worker = the_worker(&m);
+    let g = grinder(&m, 3);
+    let dropped = drops();
+    let result = Bomb::new(&dropped);
+    // Detached before its batch starts: the library drops the result.
+    drop(g.enqueue(move || result).unwrap());
+    let b = g.enqueue(|| 2).unwrap();
+    let c = g.enqueue(|| 3).unwrap();
+    assert_eq!(outcome(b), Ok(2));
+    assert_eq!(outcome(c), Ok(3));
+    eventually("the library to drop the result", || count(&dropped) == 1);
+    g.stop_blocking(StopMode::Drain);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(
+    a_grinder_item_whose_dropped_result_panics_does_not_cancel_the_rest,
+    "hj6"
+);
+
+fn cancelled_grinder_items_whose_state_panics_on_drop<B: LocalBackend>(
+    m: LeasedExecutorManager<B>,
+) {
+    let worker = the_worker(&m);
+    let g = grinder(&m, 100);
+    let dropped = drops();
+    let (one, two) = (Bomb::new(&dropped), Bomb::new(&dropped));
+    let by_handle = g
+        .enqueue(move || {
+            let _state = &one;
+        })
+        .unwrap();
+    let by_stop = g
+        .enqueue(move || {
+            let _state = &two;
+        })
+        .unwrap();
+    // Cancelling a pending item drops it on this thread, inside the
+    // library: neither call may panic.
+    assert!(by_handle.cancel());
+    assert_eq!(outcome(by_handle), Err(Error::Cancelled));
+    assert_eq!(count(&dropped), 1);
+    assert_eq!(g.stats().pending, 1);
+    g.stop_blocking(StopMode::Cancel);
+    assert_eq!(outcome(by_stop), Err(Error::Cancelled));
+    assert_eq!(count(&dropped), 2);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(cancelled_grinder_items_whose_state_panics_on_drop, "hj7");
