@@ -17,7 +17,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -41,6 +41,10 @@ pub(crate) trait JobSink: Send + Sync {
 pub(crate) struct LeaseLink {
     pub(crate) sink: Weak<dyn JobSink>,
     pub(crate) key: u64,
+    /// The number of the manager whose pool runs the job (as in
+    /// `LeaseId::manager`), marked on the thread while the job runs (see
+    /// `job_scope`); 0 while a grinder item is linked to its grinder.
+    pub(crate) manager: u64,
 }
 
 enum Slot<T> {
@@ -62,10 +66,15 @@ pub(crate) struct JobShared<T> {
     /// Who counts this job; moved from the grinder to a lease when a
     /// batch hands the job to its pool.
     lease: Mutex<Option<LeaseLink>>,
+    /// `manager` of the current link, readable without the lock (every
+    /// run reads it). Relaxed: a relink happens before the task is handed
+    /// to its pool, which synchronises.
+    manager: AtomicU64,
 }
 
 impl<T> JobShared<T> {
     pub(crate) fn new(lease: Option<LeaseLink>) -> Arc<Self> {
+        let manager = lease.as_ref().map_or(0, |link| link.manager);
         Arc::new(JobShared {
             state: AtomicU8::new(QUEUED),
             cell: Mutex::new(Cell {
@@ -74,6 +83,7 @@ impl<T> JobShared<T> {
                 thread: None,
             }),
             lease: Mutex::new(lease),
+            manager: AtomicU64::new(manager),
         })
     }
 
@@ -87,7 +97,13 @@ impl<T> JobShared<T> {
 
     /// Makes `link` count this job instead of whoever counted it so far.
     pub(crate) fn relink(&self, link: LeaseLink) {
+        self.manager.store(link.manager, Ordering::Relaxed);
         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(link);
+    }
+
+    /// The manager whose pool runs this job (0: none).
+    pub(crate) fn manager(&self) -> u64 {
+        self.manager.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_running(&self) -> bool {

@@ -47,6 +47,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         LeaseLink {
             sink: weak_sink(&self.inner),
             key: self.key,
+            manager: self.id.manager(),
         }
     }
 

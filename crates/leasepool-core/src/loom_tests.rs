@@ -35,7 +35,11 @@ impl JobSink for Counter {
 fn counted_job() -> (Arc<Counter>, Arc<JobShared<u32>>) {
     let counter = Arc::new(Counter::default());
     let sink: Weak<dyn JobSink> = Arc::downgrade(&(counter.clone() as Arc<dyn JobSink>));
-    let shared = JobShared::new(Some(LeaseLink { sink, key: 1 }));
+    let shared = JobShared::new(Some(LeaseLink {
+        sink,
+        key: 1,
+        manager: 0,
+    }));
     (counter, shared)
 }
 

@@ -10,6 +10,7 @@ use crate::Error;
 use crate::call::{CallData, CallFn, RemoteCall};
 use crate::error::{drop_user_value, take_panic_message};
 use crate::job::{JobHandle, JobShared, LeaseLink};
+use crate::job_scope;
 
 /// One job, handed to [`BackendPool::execute`](crate::BackendPool::execute).
 ///
@@ -56,6 +57,7 @@ impl Task {
             inner: Box::new(ClosureTask {
                 f: Some(f),
                 shared: shared.clone(),
+                grinder: 0,
             }),
         };
         (task, JobHandle::new(shared))
@@ -64,6 +66,10 @@ impl Task {
     /// Runs the job on the current thread, catching a panic (the caller gets
     /// [`Error::Panicked`] and the current thread carries on). Does nothing
     /// if the job was cancelled while queued.
+    ///
+    /// While the closure runs, the thread is marked as inside a job of the
+    /// task's manager (and grinder), for code that must not wait for its
+    /// own job (see `job_scope`).
     ///
     /// Never unwinds, whatever the job does: a panic payload, a result or
     /// a closure whose `Drop` panics is dropped under `catch_unwind` too,
@@ -87,6 +93,12 @@ impl Task {
     /// Makes `link` (a lease) count this job from now on.
     pub(crate) fn relink(&self, link: LeaseLink) {
         self.inner.relink(link);
+    }
+
+    /// Makes this task an item of grinder `grinder`: while it runs, the
+    /// thread is marked as inside one of that grinder's items.
+    pub(crate) fn mark_grinder_item(&mut self, grinder: u64) {
+        self.inner.mark_grinder_item(grinder);
     }
 
     /// True for a `call` job (it can leave the process).
@@ -128,6 +140,7 @@ impl Task {
             inner: Box::new(CallTask {
                 call: Some((f, argument)),
                 shared: shared.clone(),
+                grinder: 0,
             }),
         };
         (task, JobHandle::new(shared))
@@ -140,12 +153,15 @@ trait Runnable: Send {
     fn is_cancelled(&self) -> bool;
     fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>>;
     fn relink(&self, link: LeaseLink);
+    fn mark_grinder_item(&mut self, grinder: u64);
     fn is_call(&self) -> bool;
 }
 
 struct ClosureTask<F, T> {
     f: Option<F>,
     shared: Arc<JobShared<T>>,
+    /// The grinder this task is an item of (0: none).
+    grinder: u64,
 }
 
 impl<F, T> Runnable for ClosureTask<F, T>
@@ -160,7 +176,10 @@ where
             drop_user_value(f);
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(f));
+        let result = {
+            let _scope = job_scope::enter(self.shared.manager(), self.grinder);
+            catch_unwind(AssertUnwindSafe(f))
+        };
         self.shared.finish(result.map_err(panicked));
         // Ours may be the last reference to the result (its handle was
         // dropped): the result is dropped here.
@@ -182,6 +201,10 @@ where
 
     fn relink(&self, link: LeaseLink) {
         self.shared.relink(link);
+    }
+
+    fn mark_grinder_item(&mut self, grinder: u64) {
+        self.grinder = grinder;
     }
 
     fn is_call(&self) -> bool {
@@ -209,6 +232,8 @@ fn panicked(payload: Box<dyn Any + Send>) -> Error {
 struct CallTask<F, A, R> {
     call: Option<(F, A)>,
     shared: Arc<JobShared<R>>,
+    /// The grinder this task is an item of (0: none).
+    grinder: u64,
 }
 
 impl<F, A, R> Runnable for CallTask<F, A, R>
@@ -225,7 +250,10 @@ where
             drop_user_value(argument);
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(move || f(argument)));
+        let result = {
+            let _scope = job_scope::enter(self.shared.manager(), self.grinder);
+            catch_unwind(AssertUnwindSafe(move || f(argument)))
+        };
         self.shared.finish(result.map_err(panicked));
         drop_user_value(self);
     }
@@ -252,6 +280,10 @@ where
 
     fn relink(&self, link: LeaseLink) {
         self.shared.relink(link);
+    }
+
+    fn mark_grinder_item(&mut self, grinder: u64) {
+        self.grinder = grinder;
     }
 
     fn is_call(&self) -> bool {
@@ -291,6 +323,61 @@ mod tests {
     fn bomb() -> (Bomb, Arc<AtomicUsize>) {
         let drops = Arc::new(AtomicUsize::new(0));
         (Bomb(drops.clone()), drops)
+    }
+
+    struct NoSink;
+
+    impl crate::job::JobSink for NoSink {
+        fn job_finished(&self, _lease_key: u64, _cancelled: bool) {}
+    }
+
+    fn of_manager<T: Send + 'static>(
+        manager: u64,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (Task, JobHandle<T>) {
+        let sink: std::sync::Weak<dyn crate::job::JobSink> = std::sync::Weak::<NoSink>::new();
+        let link = LeaseLink {
+            sink,
+            key: 1,
+            manager,
+        };
+        Task::with_link(f, Some(link))
+    }
+
+    #[test]
+    fn a_running_job_marks_its_manager_on_its_thread_nested_jobs_too() {
+        use crate::job_scope::{running_item_of, running_job_of};
+        let (inner, inner_handle) = of_manager(7, || (running_job_of(7), running_job_of(42)));
+        let (mut outer, outer_handle) = of_manager(42, move || {
+            let before = running_job_of(42);
+            // A job run inline inside another.
+            inner.run();
+            (
+                before,
+                running_job_of(7),
+                running_job_of(42),
+                running_item_of(3),
+            )
+        });
+        outer.mark_grinder_item(3);
+        outer.run();
+        assert_eq!(inner_handle.wait(), Ok((true, true)));
+        assert_eq!(outer_handle.wait(), Ok((true, false, true, true)));
+        assert!(!running_job_of(42) && !running_job_of(7) && !running_item_of(3));
+    }
+
+    #[test]
+    fn a_relinked_job_marks_its_new_manager() {
+        use crate::job_scope::running_job_of;
+        let (task, handle) = of_manager(0, || running_job_of(11));
+        let sink: std::sync::Weak<dyn crate::job::JobSink> = std::sync::Weak::<NoSink>::new();
+        task.relink(LeaseLink {
+            sink,
+            key: 2,
+            manager: 11,
+        });
+        task.run();
+        assert_eq!(handle.wait(), Ok(true));
     }
 
     // Each test calls `run`, `fail` or drops the task on the test thread:

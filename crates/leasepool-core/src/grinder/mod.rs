@@ -16,6 +16,7 @@ mod dispatcher;
 mod queue;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,7 @@ impl<B: ExecutorBackend> GrinderBuilder<B> {
         }
         Ok(WorkGrinder {
             inner: Arc::new(GrinderInner {
+                id: next_grinder_id(),
                 manager: self.manager,
                 batch_size_threshold,
                 max_wait,
@@ -213,6 +215,9 @@ impl<B: ExecutorBackend> fmt::Debug for WorkGrinder<B> {
 }
 
 pub(crate) struct GrinderInner<B: ExecutorBackend> {
+    /// This grinder's number, unique in the process: its items mark the
+    /// thread that runs them with it (see `job_scope`).
+    id: u64,
     manager: LeasedExecutorManager<B>,
     batch_size_threshold: usize,
     max_wait: Duration,
@@ -442,7 +447,12 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         let id = queue.next_item_id();
         let weak: Weak<GrinderInner<B>> = Arc::downgrade(this);
         let sink: Weak<dyn JobSink> = weak;
-        let (task, handle) = make(LeaseLink { sink, key: id });
+        let (mut task, handle) = make(LeaseLink {
+            sink,
+            key: id,
+            manager: 0,
+        });
+        task.mark_grinder_item(this.id);
         queue.push(id, Instant::now(), task);
         let due = queue.pending.len() >= this.batch_size_threshold || queue.pending.len() == 1;
         drop(queue);
@@ -453,6 +463,12 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         }
         Ok(handle)
     }
+}
+
+/// Hands out grinder numbers (0 is none).
+fn next_grinder_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<B: ExecutorBackend> Drop for GrinderInner<B> {
