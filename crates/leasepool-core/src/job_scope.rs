@@ -73,7 +73,6 @@ pub(crate) fn running_job_of(manager_id: u64) -> bool {
 
 /// True if the current thread is inside an item of the grinder numbered
 /// `grinder_id`: its `stop` cannot wait for the batch running the caller.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn running_item_of(grinder_id: u64) -> bool {
     grinder_id != 0 && any(|entry| entry.grinder == grinder_id)
 }

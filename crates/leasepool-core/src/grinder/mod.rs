@@ -7,9 +7,13 @@
 //! own result or error to its caller. Leasing once per batch instead of once
 //! per item is what makes tiny jobs cheap.
 //!
-//! The grinder has one dispatcher thread (it decides when a batch is due,
-//! sleeping on an event with the oldest item's deadline, no runtime) and one
-//! short-lived thread per running batch, at most `max_pools` at a time.
+//! The grinder has one thread, its dispatcher: it decides when a batch is
+//! due (sleeping until kicked or until the oldest item's deadline, no
+//! runtime), polls each due batch's lease request without blocking (at most
+//! `max_pools` batches at a time), and launches a batch on its lease. No
+//! thread is started per batch: a batch's closure items are taken by puller
+//! jobs on the leased pool itself, and the last puller to end finishes the
+//! batch (see `batch`).
 
 mod batch;
 mod dispatcher;
@@ -25,6 +29,7 @@ use event_listener::Event;
 use crate::call::{CallData, CallFn};
 use crate::config;
 use crate::job::{JobSink, LeaseLink};
+use crate::job_scope;
 use crate::lease::Run;
 use crate::signal::{Alarm, wait_for, wait_for_blocking};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
@@ -286,16 +291,28 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
     /// with [`StopMode::Cancel`], queued items and batches still waiting for
     /// a lease are cancelled. Returns once no batch is running. Never hangs
     /// on a lease: a cancelled batch stops waiting for one.
+    ///
+    /// # From inside one of the grinder's own items
+    ///
+    /// An item cannot wait for the batch that runs it. Called from inside
+    /// an item of this grinder (on the thread running it, however nested),
+    /// `stop` starts the stop as above (new submissions fail; with `Cancel`,
+    /// what it cancels is cancelled before it returns) and then returns
+    /// *without waiting for anything*. The grinder finishes stopping by
+    /// itself once its batches, the caller's included, have ended (with
+    /// `Drain`, once everything queued has run); [`stats`](Self::stats)
+    /// then shows it not started, and it can be started again.
     pub async fn stop(&self, mode: StopMode) {
-        if self.inner.begin_stop(mode) {
+        if self.inner.begin_stop(mode) && !self.inner.called_from_own_item() {
             let inner = &self.inner;
             wait_for(&inner.stopped, || inner.is_stopped().then_some(())).await;
         }
     }
 
-    /// [`stop`](Self::stop) for plain threads.
+    /// [`stop`](Self::stop) for plain threads (from inside one of the
+    /// grinder's items it does not wait either).
     pub fn stop_blocking(&self, mode: StopMode) {
-        if self.inner.begin_stop(mode) {
+        if self.inner.begin_stop(mode) && !self.inner.called_from_own_item() {
             let inner = &self.inner;
             wait_for_blocking(&inner.stopped, || inner.is_stopped().then_some(()));
         }
@@ -392,6 +409,12 @@ impl<B: ExecutorBackend> GrinderInner<B> {
     fn batch_finished(&self) {
         self.queue().running_batches -= 1;
         self.kick();
+    }
+
+    /// True on a thread that is running one of this grinder's items: a
+    /// `stop` from there must not wait for the batches to end.
+    fn called_from_own_item(&self) -> bool {
+        job_scope::running_item_of(self.id)
     }
 
     fn is_stopped(&self) -> bool {

@@ -322,3 +322,34 @@ fn cancelled_grinder_items_whose_state_panics_on_drop<B: LocalBackend>(
     m.stop_blocking();
 }
 on_every_backend!(cancelled_grinder_items_whose_state_panics_on_drop, "hj7");
+
+// ---- stopping a grinder ----
+
+fn stop_from_inside_an_item<B: LocalBackend>(m: LeasedExecutorManager<B>, mode: StopMode) {
+    let worker = the_worker(&m);
+    let g = grinder(&m, 2);
+    let inside = g.clone();
+    let stopper = g
+        .enqueue(move || {
+            inside.stop_blocking(mode);
+            "stopped from inside"
+        })
+        .unwrap();
+    // Same batch, behind the stopper on the pool's one worker.
+    let next = g.enqueue(|| 2).unwrap();
+    assert_eq!(outcome(stopper), Ok("stopped from inside"));
+    let expected = match mode {
+        StopMode::Drain => Ok(2),
+        StopMode::Cancel => Err(Error::Cancelled),
+    };
+    assert_eq!(outcome(next), expected);
+    eventually("the grinder to stop", || !g.stats().started);
+    assert!(matches!(g.enqueue(|| 0), Err(Error::NotStarted)));
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+
+fn drain_stop_from_inside_an_item_does_not_hang<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    stop_from_inside_an_item(m, StopMode::Drain);
+}
+on_every_backend!(drain_stop_from_inside_an_item_does_not_hang, "hj8");
