@@ -7,12 +7,18 @@
 //! last guard drops (its job ran, failed or was dropped), the batch ends on
 //! that thread: items that never ran get the error that stopped them, the
 //! lease is released, and the dispatcher is kicked.
+//!
+//! A running batch is registered with the grinder (as a [`CancelBatch`])
+//! until it finishes, so `stop(Cancel)` can cancel it from any thread: the
+//! items no puller has taken yet are cancelled at once and the lease is
+//! released (it drains); pullers then stop, and items already running end
+//! on their own.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use super::GrinderInner;
@@ -58,7 +64,7 @@ impl<B: ExecutorBackend> Waiting<B> {
             Err(error) => {
                 log::info!(target: "leasepool", "grinder batch {} got no lease: {error}", self.number);
                 fail_all(tasks, &error);
-                inner.batch_finished();
+                inner.batch_finished(self.number);
             }
         }
         Some(())
@@ -69,7 +75,7 @@ impl<B: ExecutorBackend> Waiting<B> {
     pub(super) fn cancel(self, inner: &GrinderInner<B>) {
         drop(self.acquire);
         fail_all(self.tasks, &Error::Cancelled);
-        inner.batch_finished();
+        inner.batch_finished(self.number);
     }
 }
 
@@ -123,7 +129,44 @@ impl<B: ExecutorBackend> Running<B> {
         }
         drop(lease);
         log::debug!(target: "leasepool", "grinder batch {} finished", self.number);
-        self.inner.batch_finished();
+        self.inner.batch_finished(self.number);
+    }
+}
+
+/// A running batch as the grinder's queue holds it (without its backend
+/// type), for `stop(Cancel)`.
+pub(super) trait CancelBatch: Send + Sync {
+    /// Cancels every item no puller has taken yet (their callers get
+    /// [`Error::Cancelled`] before this returns) and releases the lease,
+    /// which drains: items already running end on their own, and pullers
+    /// take nothing more. Idempotent.
+    fn cancel(&self);
+}
+
+impl<B: ExecutorBackend> CancelBatch for Running<B> {
+    fn cancel(&self) {
+        let unstarted: Vec<Task> = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if lease.is_some() {
+            log::debug!(
+                target: "leasepool",
+                "grinder batch {} cancelled: {} items not started",
+                self.number,
+                unstarted.len()
+            );
+        }
+        // No lock held: failing a task tells its caller.
+        fail_all(unstarted, &Error::Cancelled);
+        drop(lease);
     }
 }
 
@@ -170,6 +213,12 @@ fn launch<B: ExecutorBackend>(
         // calls end.
         batch.finish();
         return;
+    }
+    let weak: Weak<Running<B>> = Arc::downgrade(&batch);
+    if !inner.register_running(number, weak) {
+        // stop(Cancel) came while the lease was being granted. The pullers
+        // below are then refused by the released lease.
+        batch.cancel();
     }
     for _ in 0..pullers {
         let guard = PullerGuard(batch.clone());

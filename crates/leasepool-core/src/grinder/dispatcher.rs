@@ -87,7 +87,15 @@ fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> 
         Phase::Stopping(StopMode::Cancel) if has_waiting => {
             return Step::CancelWaiting;
         }
-        Phase::Stopping(_) if queue.pending.is_empty() && queue.running_batches == 0 => {
+        // Running batches were cancelled (by stop, or by themselves when
+        // launched): their running items end on their own.
+        Phase::Stopping(StopMode::Cancel) if queue.pending.is_empty() => {
+            queue.phase = Phase::Stopped;
+            return Step::Exit;
+        }
+        Phase::Stopping(StopMode::Drain)
+            if queue.pending.is_empty() && queue.running_batches == 0 =>
+        {
             queue.phase = Phase::Stopped;
             return Step::Exit;
         }

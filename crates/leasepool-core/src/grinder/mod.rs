@@ -34,17 +34,30 @@ use crate::lease::Run;
 use crate::signal::{Alarm, wait_for, wait_for_blocking};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
 
+use batch::CancelBatch;
 use queue::{Phase, Queue};
 
 /// How [`WorkGrinder::stop`] treats work that has not run yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StopMode {
     /// Run everything already queued (at once, without waiting for the
-    /// threshold or `max_wait`), then stop.
+    /// threshold or `max_wait`), then stop: `stop` returns once every
+    /// batch has ended.
     Drain,
-    /// Cancel every queued item and every batch still waiting for a lease
-    /// (their callers get [`Error::Cancelled`]); batches already running
-    /// finish.
+    /// Cancel everything that has not started, and stop without waiting
+    /// for what has.
+    ///
+    /// Queued items, the items of batches still waiting for a lease, and
+    /// the items of running batches that no worker has taken yet all get
+    /// [`Error::Cancelled`] before `stop` returns. An item already running
+    /// keeps running on its worker (a thread cannot be interrupted) and its
+    /// own outcome still reaches its caller when it ends; `stop` does not
+    /// wait for it. Its batch's lease is released at once and drains: the
+    /// pool goes back to the manager when the running items end (until
+    /// then [`GrinderStats::running_batches`] still counts the batch). Call
+    /// items that a running batch already handed to its pool are ordinary
+    /// jobs of that lease: they run, or are cancelled if the pool shuts
+    /// down first. Either way every item gets exactly one outcome.
     Cancel,
 }
 
@@ -287,10 +300,11 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
     }
 
     /// Stops the grinder: new submissions fail with [`Error::NotStarted`]
-    /// at once; then, with [`StopMode::Drain`], everything queued runs, or
-    /// with [`StopMode::Cancel`], queued items and batches still waiting for
-    /// a lease are cancelled. Returns once no batch is running. Never hangs
-    /// on a lease: a cancelled batch stops waiting for one.
+    /// at once; then, with [`StopMode::Drain`], everything queued runs and
+    /// `stop` returns once no batch is running; with [`StopMode::Cancel`],
+    /// everything that has not started is cancelled and `stop` returns
+    /// without waiting for the items still running (see the mode). Never
+    /// hangs on a lease: a cancelled batch stops waiting for one.
     ///
     /// # From inside one of the grinder's own items
     ///
@@ -405,10 +419,21 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         }
     }
 
-    /// A batch ended (ran, failed, or was cancelled).
-    fn batch_finished(&self) {
-        self.queue().running_batches -= 1;
+    /// Batch `number` ended (ran, failed, or was cancelled).
+    fn batch_finished(&self, number: u64) {
+        self.queue().batch_finished(number);
         self.kick();
+    }
+
+    /// Registers a batch that got its lease, for `stop(Cancel)`. False if
+    /// that stop has begun already: the caller cancels the batch itself.
+    fn register_running(&self, number: u64, batch: Weak<impl CancelBatch + 'static>) -> bool {
+        let mut queue = self.queue();
+        if queue.phase == Phase::Stopping(StopMode::Cancel) {
+            return false;
+        }
+        queue.running.push((number, batch));
+        true
     }
 
     /// True on a thread that is running one of this grinder's items: a
@@ -424,16 +449,16 @@ impl<B: ExecutorBackend> GrinderInner<B> {
     /// Moves to `Stopping(mode)`; with `Cancel`, cancels what has not run.
     /// Returns false if the grinder was already stopped.
     fn begin_stop(&self, mode: StopMode) -> bool {
-        let cancelled = {
+        let (cancelled, batches) = {
             let mut queue = self.queue();
             match queue.phase {
                 Phase::Stopped => return false,
-                Phase::Stopping(StopMode::Cancel) => Vec::new(),
+                Phase::Stopping(StopMode::Cancel) => (Vec::new(), Vec::new()),
                 Phase::Stopping(StopMode::Drain) | Phase::Running => {
                     queue.phase = Phase::Stopping(mode);
                     match mode {
-                        StopMode::Drain => Vec::new(),
-                        StopMode::Cancel => queue.cancel_all(),
+                        StopMode::Drain => (Vec::new(), Vec::new()),
+                        StopMode::Cancel => (queue.cancel_all(), queue.running_batches()),
                     }
                 }
             }
@@ -441,6 +466,10 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         // Outside the lock: failing a task tells its caller and the grinder.
         for task in cancelled {
             task.fail(Error::Cancelled);
+        }
+        // A batch launched after the phase changed cancels itself.
+        for batch in batches {
+            batch.cancel();
         }
         log::info!(target: "leasepool", "work grinder stopping ({mode:?})");
         self.kick();

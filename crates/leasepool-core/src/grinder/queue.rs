@@ -1,9 +1,11 @@
 //! The grinder's queue of pending items and its lifecycle phase.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::StopMode;
+use super::batch::CancelBatch;
 use crate::Task;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,11 @@ pub(super) struct Item {
 pub(super) struct Queue {
     pub(super) phase: Phase,
     pub(super) pending: VecDeque<Item>,
+    /// Batches leasing or running (counted from when they are taken until
+    /// they finish).
     pub(super) running_batches: usize,
+    /// The batches on their lease, by number, for `stop(Cancel)`.
+    pub(super) running: Vec<(u64, Weak<dyn CancelBatch>)>,
     next_item: u64,
     next_batch: u64,
 }
@@ -36,6 +42,7 @@ impl Default for Queue {
             phase: Phase::Stopped,
             pending: VecDeque::new(),
             running_batches: 0,
+            running: Vec::new(),
             next_item: 0,
             next_batch: 0,
         }
@@ -75,5 +82,20 @@ impl Queue {
     /// batches still waiting for a lease.)
     pub(super) fn cancel_all(&mut self) -> Vec<Task> {
         self.pending.drain(..).map(|item| item.task).collect()
+    }
+
+    /// `stop(Cancel)`: the running batches, to be cancelled outside the
+    /// lock.
+    pub(super) fn running_batches(&self) -> Vec<Arc<dyn CancelBatch>> {
+        self.running
+            .iter()
+            .filter_map(|(_, batch)| batch.upgrade())
+            .collect()
+    }
+
+    /// Batch `number` ended (ran, failed, or was cancelled).
+    pub(super) fn batch_finished(&mut self, number: u64) {
+        self.running_batches -= 1;
+        self.running.retain(|(n, _)| *n != number);
     }
 }

@@ -353,3 +353,53 @@ fn drain_stop_from_inside_an_item_does_not_hang<B: LocalBackend>(m: LeasedExecut
     stop_from_inside_an_item(m, StopMode::Drain);
 }
 on_every_backend!(drain_stop_from_inside_an_item_does_not_hang, "hj8");
+
+fn cancel_stop_from_inside_an_item_does_not_hang<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    stop_from_inside_an_item(m, StopMode::Cancel);
+}
+on_every_backend!(cancel_stop_from_inside_an_item_does_not_hang, "hj9");
+
+fn cancel_stop_does_not_wait_for_a_running_item<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    let worker = the_worker(&m);
+    let g = grinder(&m, 3);
+    let (go, gate) = mpsc::channel::<()>();
+    let (running, started) = mpsc::channel::<()>();
+    let first = g
+        .enqueue(move || {
+            running.send(()).unwrap();
+            gate.recv().unwrap();
+            1
+        })
+        .unwrap();
+    let second = g.enqueue(|| 2).unwrap();
+    let third = g.enqueue(|| 3).unwrap();
+    started.recv_timeout(PATIENCE).unwrap();
+    // The first item runs, the other two wait behind it on the one worker.
+    let (stopped, returned) = mpsc::channel::<()>();
+    let stopping = g.clone();
+    std::thread::spawn(move || {
+        stopping.stop_blocking(StopMode::Cancel);
+        let _ = stopped.send(());
+    });
+    let result = returned.recv_timeout(PATIENCE);
+    if result.is_err() {
+        let _ = go.send(());
+        panic!("stop(Cancel) waited for the running item");
+    }
+    assert!(!g.stats().started);
+    // Items that had not started are cancelled at once...
+    assert_eq!(outcome(second), Err(Error::Cancelled));
+    assert_eq!(outcome(third), Err(Error::Cancelled));
+    // ...the running one delivers its own outcome when it ends.
+    go.send(()).unwrap();
+    assert_eq!(outcome(first), Ok(1));
+    assert_same_healthy_pool(&m, &worker);
+    // A stopped grinder starts again.
+    g.start_blocking().unwrap();
+    let again: Vec<_> = (0..3).map(|i| g.enqueue(move || i).unwrap()).collect();
+    let results: Vec<_> = again.into_iter().map(outcome).collect();
+    assert_eq!(results, vec![Ok(0), Ok(1), Ok(2)]);
+    g.stop_blocking(StopMode::Drain);
+    m.stop_blocking();
+}
+on_every_backend!(cancel_stop_does_not_wait_for_a_running_item, "hjA");
