@@ -60,6 +60,9 @@ impl RayonPool {
                     .cloned()
                     .unwrap_or_else(|| format!("rayon-{i}"))
             })
+            // Task::run and Task::fail never unwind (a job's panics, even
+            // from a Drop, end in its outcome), so nothing should reach
+            // this; it logs rather than abort, and the pool carries on.
             .panic_handler(|payload| {
                 log::error!(
                     target: "leasepool",
@@ -122,6 +125,8 @@ impl BackendPool for RayonPool {
         let _ = self.queue.0.send(task);
         let queue = self.queue.1.clone();
         let shared = self.shared.clone();
+        // This closure runs on a library thread; nothing in it unwinds:
+        // running, failing or dropping a task is guarded against the job.
         pool.spawn(move || {
             let Ok(task) = queue.try_recv() else {
                 return; // taken by shutdown

@@ -14,6 +14,11 @@ pub(crate) struct Worker {
 }
 
 /// Breaks the pool if the worker thread unwinds outside a job.
+///
+/// A job cannot trigger it: `Task::run` and `Task::fail` never unwind
+/// (a panic in the job, in its payload's or result's `Drop`, or in its
+/// closure's `Drop` when it is cancelled, is caught inside them). Only a
+/// failed initializer's unwinding or a bug in the worker itself reaches it.
 struct DeathWatch<'a> {
     worker: &'a Worker,
 }
@@ -55,7 +60,8 @@ impl Worker {
     }
 
     /// Runs jobs until the queue closes. Once the pool is broken, jobs fail
-    /// with `Error::Broken` instead of running.
+    /// with `Error::Broken` instead of running. Neither unwinds, whatever
+    /// the job does.
     fn serve(&self) {
         while let Some(task) = self.shared.queue.pop() {
             match self.shared.broken_error() {

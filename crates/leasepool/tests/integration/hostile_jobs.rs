@@ -18,6 +18,7 @@ use leasepool::{
 };
 
 use crate::common::*;
+use crate::stats_logs::{log_mark, logs_since};
 
 /// What `Error::Panicked` says for a payload that is not a string.
 const NON_STRING: &str = "a panic with a non-string payload";
@@ -106,13 +107,35 @@ fn the_worker<B: LocalBackend>(m: &LeasedExecutorManager<B>) -> String {
     outcome(lease.submit(worker_name).unwrap()).unwrap()
 }
 
+/// The pool's one worker, and a mark in the captured logs, taken before
+/// the hostile part of a test.
+struct Watch {
+    worker: String,
+    mark: usize,
+}
+
+impl Watch {
+    fn new<B: LocalBackend>(m: &LeasedExecutorManager<B>) -> Self {
+        Watch {
+            worker: the_worker(m),
+            mark: log_mark(),
+        }
+    }
+}
+
 /// The pool is still the healthy one it was: not retired (a replacement
-/// would have a new name), its worker alive, the next job runs.
-fn assert_same_healthy_pool<B: LocalBackend>(m: &LeasedExecutorManager<B>, worker: &str) {
+/// would have a new name), its worker alive, the next job runs, and no
+/// panic escaped a job on its worker (rayon would survive one, and log it).
+fn assert_same_healthy_pool<B: LocalBackend>(m: &LeasedExecutorManager<B>, watch: &Watch) {
     eventually("the lease to be released", || m.leased_count() == 0);
     assert_eq!(m.total_count(), 1);
-    assert_eq!(the_worker(m), worker, "the pool was replaced");
+    assert_eq!(the_worker(m), watch.worker, "the pool was replaced");
     assert_eq!(m.total_count(), 1);
+    let escaped: Vec<_> = logs_since(watch.mark)
+        .into_iter()
+        .filter(|r| r.thread.as_deref() == Some(&watch.worker) && r.message.contains("escaped"))
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
 }
 
 // ---- jobs on a lease ----
@@ -120,7 +143,7 @@ fn assert_same_healthy_pool<B: LocalBackend>(m: &LeasedExecutorManager<B>, worke
 fn a_payload_that_panics_on_drop_still_gives_panicked<B: LocalBackend>(
     m: LeasedExecutorManager<B>,
 ) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let lease = m.acquire().blocking().unwrap();
     let dropped = drops();
     let payload = Bomb::new(&dropped);
@@ -138,7 +161,7 @@ on_every_backend!(a_payload_that_panics_on_drop_still_gives_panicked, "hj1");
 fn a_result_that_panics_on_drop_leaves_the_worker_alive<B: LocalBackend>(
     m: LeasedExecutorManager<B>,
 ) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let lease = m.acquire().blocking().unwrap();
     let dropped = drops();
     let result = Bomb::new(&dropped);
@@ -155,7 +178,7 @@ fn a_result_that_panics_on_drop_leaves_the_worker_alive<B: LocalBackend>(
     eventually("the library to drop the result", || count(&dropped) == 1);
     assert_eq!(
         outcome(lease.submit(worker_name).unwrap()),
-        Ok(worker.clone())
+        Ok(worker.worker.clone())
     );
     assert_eq!(lease.ended(), None);
     drop(lease);
@@ -165,7 +188,7 @@ fn a_result_that_panics_on_drop_leaves_the_worker_alive<B: LocalBackend>(
 on_every_backend!(a_result_that_panics_on_drop_leaves_the_worker_alive, "hj2");
 
 fn a_cancelled_closure_whose_state_panics_on_drop<B: LocalBackend>(m: LeasedExecutorManager<B>) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let lease = m.acquire().blocking().unwrap();
     let (go, gate) = mpsc::channel::<()>();
     let blocker = lease.submit(move || gate.recv().unwrap()).unwrap();
@@ -185,7 +208,7 @@ fn a_cancelled_closure_whose_state_panics_on_drop<B: LocalBackend>(m: LeasedExec
     eventually("the library to drop the closure", || count(&dropped) == 1);
     assert_eq!(
         outcome(lease.submit(worker_name).unwrap()),
-        Ok(worker.clone())
+        Ok(worker.worker.clone())
     );
     assert_eq!(lease.ended(), None);
     drop(lease);
@@ -249,7 +272,7 @@ fn grinder<B: ExecutorBackend>(m: &LeasedExecutorManager<B>, threshold: usize) -
 fn a_grinder_item_with_a_hostile_payload_does_not_cancel_the_rest<B: LocalBackend>(
     m: LeasedExecutorManager<B>,
 ) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let g = grinder(&m, 3);
     let dropped = drops();
     let payload = Bomb::new(&dropped);
@@ -272,7 +295,7 @@ on_every_backend!(
 fn a_grinder_item_whose_dropped_result_panics_does_not_cancel_the_rest<B: LocalBackend>(
     m: LeasedExecutorManager<B>,
 ) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let g = grinder(&m, 3);
     let dropped = drops();
     let result = Bomb::new(&dropped);
@@ -295,7 +318,7 @@ on_every_backend!(
 fn cancelled_grinder_items_whose_state_panics_on_drop<B: LocalBackend>(
     m: LeasedExecutorManager<B>,
 ) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let g = grinder(&m, 100);
     let dropped = drops();
     let (one, two) = (Bomb::new(&dropped), Bomb::new(&dropped));
@@ -326,7 +349,7 @@ on_every_backend!(cancelled_grinder_items_whose_state_panics_on_drop, "hj7");
 // ---- stopping a grinder ----
 
 fn stop_from_inside_an_item<B: LocalBackend>(m: LeasedExecutorManager<B>, mode: StopMode) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let g = grinder(&m, 2);
     let inside = g.clone();
     let stopper = g
@@ -360,7 +383,7 @@ fn cancel_stop_from_inside_an_item_does_not_hang<B: LocalBackend>(m: LeasedExecu
 on_every_backend!(cancel_stop_from_inside_an_item_does_not_hang, "hj9");
 
 fn cancel_stop_does_not_wait_for_a_running_item<B: LocalBackend>(m: LeasedExecutorManager<B>) {
-    let worker = the_worker(&m);
+    let worker = Watch::new(&m);
     let g = grinder(&m, 3);
     let (go, gate) = mpsc::channel::<()>();
     let (running, started) = mpsc::channel::<()>();
