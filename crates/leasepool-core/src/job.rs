@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::error::guard_user_code;
+use crate::error::{drop_user_value, guard_user_code};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicU8, Mutex, MutexGuard};
 
@@ -177,6 +177,18 @@ impl<T> JobShared<T> {
                 waiter(&mut cell);
                 None
             }
+        }
+    }
+}
+
+impl<T> Drop for JobShared<T> {
+    fn drop(&mut self) {
+        // Whoever lets go last drops a result nobody took: a worker or a
+        // backend's reader thread when the handle went first. The result is
+        // user code, and its `Drop` must not unwind into the library.
+        let cell = self.cell.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Slot::Ready(result) = std::mem::replace(&mut cell.slot, Slot::Taken) {
+            drop_user_value(result);
         }
     }
 }

@@ -180,10 +180,9 @@ where
             let _scope = job_scope::enter(self.shared.manager(), self.grinder);
             catch_unwind(AssertUnwindSafe(f))
         };
-        self.shared.finish(result.map_err(panicked));
         // Ours may be the last reference to the result (its handle was
-        // dropped): the result is dropped here.
-        drop_user_value(self);
+        // dropped): `JobShared` drops it safely.
+        self.shared.finish(result.map_err(panicked));
     }
 
     fn fail(mut self: Box<Self>, error: Error) {
@@ -255,7 +254,6 @@ where
             catch_unwind(AssertUnwindSafe(move || f(argument)))
         };
         self.shared.finish(result.map_err(panicked));
-        drop_user_value(self);
     }
 
     fn fail(mut self: Box<Self>, error: Error) {
