@@ -198,7 +198,9 @@ impl<T> Drop for JobShared<T> {
 /// A `JobHandle` is a [`Future`] that resolves to the job's result, and it
 /// can also be waited on from a plain thread ([`wait`](Self::wait),
 /// [`wait_timeout`](Self::wait_timeout)). Dropping it detaches the job: the
-/// job still runs and its result is discarded.
+/// job still runs and its result is discarded (dropped by whichever side
+/// lets go last; a panic in the result's `Drop` is caught and logged, it
+/// never reaches the worker that ran the job).
 ///
 /// Outcomes: `Ok(value)`, [`Error::Panicked`] if the job panicked,
 /// [`Error::Cancelled`] if it never started, [`Error::Broken`] if its pool
