@@ -9,7 +9,7 @@
 
 use std::panic::panic_any;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use leasepool::{
@@ -255,6 +255,67 @@ fn a_queued_closure_dropped_by_stop_panics_on_drop<B: LocalBackend>(m: LeasedExe
     m.stop_blocking();
 }
 on_every_backend!(a_queued_closure_dropped_by_stop_panics_on_drop, "hj4");
+
+/// The `call` form's hostile value: an argument or result that panics
+/// when dropped (the counter and the gate stay in this process).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CallBomb {
+    #[serde(skip)]
+    drops: Arc<AtomicUsize>,
+    #[serde(skip)]
+    gate: Option<Arc<Mutex<mpsc::Receiver<()>>>>,
+}
+
+impl Drop for CallBomb {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if !std::thread::panicking() {
+            panic!("hostile: a Drop that panics");
+        }
+    }
+}
+
+/// Waits for the argument's gate, if any, and hands the argument back.
+fn hand_back(bomb: CallBomb) -> CallBomb {
+    if let Some(gate) = &bomb.gate {
+        gate.lock().unwrap().recv().unwrap();
+    }
+    bomb
+}
+
+fn a_call_whose_argument_and_result_panic_on_drop<B: LocalBackend>(m: LeasedExecutorManager<B>) {
+    let worker = Watch::new(&m);
+    let lease = m.acquire().blocking().unwrap();
+    // A result the library drops (its handle went first).
+    let dropped = drops();
+    let (go, gate) = mpsc::channel::<()>();
+    let argument = CallBomb {
+        drops: dropped.clone(),
+        gate: Some(Arc::new(Mutex::new(gate))),
+    };
+    drop(lease.submit_call(hand_back, argument).unwrap());
+    go.send(()).unwrap();
+    eventually("the library to drop the result", || count(&dropped) == 1);
+    // An argument the library drops (its job was cancelled while queued).
+    let (go, gate) = mpsc::channel::<()>();
+    let blocker = lease.submit(move || gate.recv().unwrap()).unwrap();
+    let dropped = drops();
+    let argument = CallBomb {
+        drops: dropped.clone(),
+        gate: None,
+    };
+    let cancelled = lease.submit_call(hand_back, argument).unwrap();
+    assert!(cancelled.cancel());
+    assert_eq!(outcome(cancelled).err(), Some(Error::Cancelled));
+    go.send(()).unwrap();
+    assert_eq!(outcome(blocker), Ok(()));
+    eventually("the library to drop the argument", || count(&dropped) == 1);
+    assert_eq!(lease.ended(), None);
+    drop(lease);
+    assert_same_healthy_pool(&m, &worker);
+    m.stop_blocking();
+}
+on_every_backend!(a_call_whose_argument_and_result_panic_on_drop, "hjB");
 
 // ---- grinder items ----
 
