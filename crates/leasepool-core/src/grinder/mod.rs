@@ -458,7 +458,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
                     queue.phase = Phase::Stopping(mode);
                     match mode {
                         StopMode::Drain => (Vec::new(), Vec::new()),
-                        StopMode::Cancel => (queue.cancel_all(), queue.running_batches()),
+                        StopMode::Cancel => (queue.cancel_all(), queue.batches_on_lease()),
                     }
                 }
             }

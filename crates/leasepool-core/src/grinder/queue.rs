@@ -86,7 +86,7 @@ impl Queue {
 
     /// `stop(Cancel)`: the running batches, to be cancelled outside the
     /// lock.
-    pub(super) fn running_batches(&self) -> Vec<Arc<dyn CancelBatch>> {
+    pub(super) fn batches_on_lease(&self) -> Vec<Arc<dyn CancelBatch>> {
         self.running
             .iter()
             .filter_map(|(_, batch)| batch.upgrade())
