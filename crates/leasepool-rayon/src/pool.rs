@@ -1,6 +1,8 @@
 //! `RayonPool`: one `rayon_core::ThreadPool` and its shutdown state.
 
+use std::any::Any;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -61,14 +63,16 @@ impl RayonPool {
                     .unwrap_or_else(|| format!("rayon-{i}"))
             })
             // Task::run and Task::fail never unwind (a job's panics, even
-            // from a Drop, end in its outcome), so nothing should reach
-            // this; it logs rather than abort, and the pool carries on.
+            // from a Drop, end in its outcome), so no job reaches this; a
+            // panicking start or exit handler can. It logs rather than
+            // abort, and the pool carries on.
             .panic_handler(|payload| {
                 log::error!(
                     target: "leasepool",
                     "a panic escaped a rayon job: {}",
                     panic_message(payload.as_ref())
                 );
+                drop_payload(payload);
             });
         if let Some(bytes) = backend.stack_size {
             builder = builder.stack_size(bytes);
@@ -104,6 +108,15 @@ impl RayonPool {
             queue: unbounded(),
             shared,
         })
+    }
+}
+
+/// Drops a panic payload whose own `Drop` may panic: rayon aborts the
+/// process if its panic handler unwinds. A payload coming out of that
+/// drop is forgotten, never dropped.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(inner);
     }
 }
 

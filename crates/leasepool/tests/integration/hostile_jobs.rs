@@ -487,3 +487,29 @@ fn cancel_stop_does_not_wait_for_a_running_item<B: LocalBackend>(m: LeasedExecut
     m.stop_blocking();
 }
 on_every_backend!(cancel_stop_does_not_wait_for_a_running_item, "hjA");
+
+// ---- rayon's own handlers ----
+
+/// A panic in a rayon start handler reaches rayon's panic handler, and
+/// rayon aborts the process if that handler unwinds: the payload (which
+/// panics when dropped) must be dropped safely there.
+#[cfg(feature = "rayon")]
+#[test]
+fn a_rayon_start_handler_panicking_with_a_hostile_payload() {
+    let dropped = drops();
+    let in_handler = dropped.clone();
+    let backend =
+        leasepool::RayonBackend::new().start_handler(move |_| panic_any(Bomb::new(&in_handler)));
+    let m = LeasedExecutorManager::builder(backend)
+        .name_prefix("hjC")
+        .workers_per_pool(2)
+        .max_pools(1)
+        .build()
+        .unwrap();
+    m.start_blocking().unwrap();
+    let lease = m.acquire().blocking().unwrap();
+    assert_eq!(outcome(lease.submit(|| 5).unwrap()), Ok(5));
+    eventually("both payloads dropped", || count(&dropped) == 2);
+    drop(lease);
+    m.stop_blocking();
+}
