@@ -65,8 +65,6 @@ impl Drop for JobScope {
 /// `manager_id` (as in [`LeaseId`](crate::LeaseId)), however deeply
 /// nested. A manager's `stop` called from such a job cannot wait for its
 /// own pool's jobs to end.
-// Used by the manager's stop, which is being changed elsewhere.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn running_job_of(manager_id: u64) -> bool {
     manager_id != 0 && any(|entry| entry.manager == manager_id)
 }

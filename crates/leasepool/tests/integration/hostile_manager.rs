@@ -354,3 +354,43 @@ fn shutdown_returns_soon_after_its_deadline_and_reports_what_it_left() {
         threads_named("hm-stuck").is_empty()
     });
 }
+
+#[test]
+fn stop_called_from_inside_a_job_of_its_own_pool_returns() {
+    let m = builder("hm-self").max_pools(1).build().unwrap();
+    m.start_blocking().unwrap();
+    let lease = m.acquire().blocking().unwrap();
+    let inside = m.clone();
+    let job = lease
+        .submit(move || {
+            inside.stop_blocking();
+            inside.is_started()
+        })
+        .unwrap();
+    let outcome = returns("the job that calls stop()", move || job.wait());
+    assert_eq!(outcome, Ok(false), "stopped, and the job got its outcome");
+    assert_eq!(lease.ended(), Some(LeaseEnd::Stopped));
+    // From outside, stop() still waits for every worker.
+    let outside = m.clone();
+    returns("stop() from outside", move || outside.stop_blocking());
+    eventually("every thread exits", || threads_named("hm-self").is_empty());
+}
+
+#[test]
+fn shutdown_called_from_inside_a_job_of_its_own_pool_returns() {
+    let m = builder("hm-selfsd").max_pools(1).build().unwrap();
+    m.start_blocking().unwrap();
+    let lease = m.acquire().blocking().unwrap();
+    let inside = m.clone();
+    let job = lease
+        .submit(move || inside.shutdown_blocking(Duration::from_millis(50)))
+        .unwrap();
+    let report = returns("the job that calls shutdown()", move || job.wait()).unwrap();
+    assert_eq!(report.leases_at_start, 1);
+    assert_eq!(report.revoked_at_deadline, 1);
+    let outside = m.clone();
+    returns("stop() from outside", move || outside.stop_blocking());
+    eventually("every thread exits", || {
+        threads_named("hm-selfsd").is_empty()
+    });
+}
