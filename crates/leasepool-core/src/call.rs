@@ -13,12 +13,14 @@
 
 use std::any::type_name;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::error::{drop_user_value, take_panic_message};
 use crate::job::JobShared;
 
 /// What `call` accepts as a function: a plain function item taking one
@@ -48,8 +50,16 @@ where
 /// [`Error::Cancelled`]).
 pub struct RemoteCall {
     function: &'static str,
-    argument: Box<dyn erased_serde::Serialize + Send>,
+    /// Always `Some` until dropped: the argument is user data whose `Drop`
+    /// may panic, so `Drop` takes it out and drops it under a guard.
+    argument: Option<Box<dyn erased_serde::Serialize + Send>>,
     reply: Box<dyn Reply>,
+}
+
+impl Drop for RemoteCall {
+    fn drop(&mut self) {
+        drop_user_value(self.argument.take());
+    }
 }
 
 impl fmt::Debug for RemoteCall {
@@ -68,7 +78,7 @@ impl RemoteCall {
     {
         RemoteCall {
             function,
-            argument: Box::new(argument),
+            argument: Some(Box::new(argument)),
             reply: Box::new(TypedReply {
                 shared,
                 ended: false,
@@ -84,7 +94,10 @@ impl RemoteCall {
     /// The argument, to serialise with the backend's format
     /// (`erased_serde::serialize(call.argument(), serializer)`).
     pub fn argument(&self) -> &(dyn erased_serde::Serialize + Send) {
-        &*self.argument
+        match &self.argument {
+            Some(argument) => &**argument,
+            None => unreachable!("the argument is taken only by Drop"),
+        }
     }
 
     /// Marks the job as running. False if its caller cancelled it while it
@@ -99,7 +112,9 @@ impl RemoteCall {
     }
 
     /// Decodes the result from `deserializer` and hands it to the caller
-    /// (a decoding failure becomes [`Error::Serialization`]).
+    /// (a decoding failure becomes [`Error::Serialization`], and so does a
+    /// `Deserialize` implementation that panics: the calling thread, a
+    /// backend's, carries on).
     pub fn deliver(mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
         self.reply.deliver(deserializer);
     }
@@ -136,15 +151,26 @@ impl<R: CallData> Reply for TypedReply<R> {
 
     fn deliver(&mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
         self.ended = true;
-        let result = erased_serde::deserialize::<R>(deserializer).map_err(|e| {
-            Error::Serialization(format!(
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            erased_serde::deserialize::<R>(deserializer)
+        }));
+        let result = match decoded {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Error::Serialization(format!(
                 "cannot decode the result as {}: {e}",
                 type_name::<R>()
-            ))
-        });
+            ))),
+            Err(payload) => Err(Error::Serialization(format!(
+                "decoding the result as {} panicked: {}",
+                type_name::<R>(),
+                take_panic_message(payload)
+            ))),
+        };
         // Delivering without `start` is allowed: start now (a cancelled
-        // job stays cancelled).
+        // job stays cancelled, and its decoded result is dropped here,
+        // under a guard).
         if self.shared.is_queued() && !self.shared.start() {
+            drop_user_value(result);
             return;
         }
         self.shared.finish(result);

@@ -3,21 +3,17 @@
 //! Backends and callbacks are user code: they may panic, and a panic payload
 //! may itself panic when dropped. [`contain`] turns a panic into `Err` with
 //! the payload's message and drops the payload so that a second panic never
-//! escapes. Used for every call the manager, the checker and the sizer make
-//! into a backend or a callback.
+//! escapes (`error::take_panic_message`). Used for every call the manager,
+//! the checker and the sizer make into a backend or a callback; jobs' own
+//! values go through `error::drop_user_value`.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::error::panic_message;
+use crate::error::take_panic_message;
 
 /// Runs `f`; a panic comes back as `Err(message)`.
 pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(payload.as_ref());
-        drop_payload(payload);
-        message
-    })
+    catch_unwind(AssertUnwindSafe(f)).map_err(take_panic_message)
 }
 
 /// Runs `f` for its side effects, logging a panic with `what` (the call
@@ -25,14 +21,6 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 pub(crate) fn contain_logged(what: &str, f: impl FnOnce()) {
     if let Err(message) = contain(f) {
         log::error!(target: crate::LOG_TARGET, "{what} panicked: {message}");
-    }
-}
-
-/// Drops a panic payload whose own `Drop` may panic; the payload of such a
-/// second panic is leaked rather than dropped again.
-pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(second);
     }
 }
 

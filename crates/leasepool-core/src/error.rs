@@ -182,18 +182,31 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// [`panic_message`] for a payload the library owns: the message, with the
-/// payload dropped safely (see [`drop_payload`]).
+/// payload dropped safely (see [`drop_panic_payload`]).
 pub(crate) fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
     let message = panic_message(payload.as_ref());
-    drop_payload(payload);
+    drop_panic_payload(payload);
     message
 }
 
 /// Drops a panic payload. The payload is user code (`panic_any` takes any
 /// type) and its `Drop` may panic in turn: that second panic is caught, and
 /// its own payload is forgotten rather than dropped, so dropping never
-/// unwinds into the library however deep the nesting.
-pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+/// unwinds into the caller however deep the nesting. For backends that
+/// catch panics themselves.
+///
+/// ```
+/// struct Bomb;
+/// impl Drop for Bomb {
+///     fn drop(&mut self) {
+///         panic!("the payload's own drop panics");
+///     }
+/// }
+///
+/// let payload = std::panic::catch_unwind(|| std::panic::panic_any(Bomb)).unwrap_err();
+/// leasepool_core::drop_panic_payload(payload); // does not unwind
+/// ```
+pub fn drop_panic_payload(payload: Box<dyn Any + Send>) {
     if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
         std::mem::forget(inner);
     }
@@ -207,16 +220,16 @@ pub(crate) fn drop_user_value<T>(value: T) {
 
 /// Runs `f`, user code called from a library thread (a `Drop`, a waker).
 /// A panic is caught and logged, and its payload dropped with
-/// [`drop_payload`]: hostile user code cannot kill a worker, a dispatcher,
+/// [`drop_panic_payload`]: hostile user code cannot kill a worker, a dispatcher,
 /// or whoever stops a pool.
 pub(crate) fn guard_user_code(what: &str, f: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
         log::warn!(
-            target: "leasepool",
+            target: crate::LOG_TARGET,
             "{what} panicked (ignored): {}",
             panic_message(payload.as_ref())
         );
-        drop_payload(payload);
+        drop_panic_payload(payload);
     }
 }
 

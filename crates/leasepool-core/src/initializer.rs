@@ -4,7 +4,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::error::panic_message;
+use crate::error::take_panic_message;
 
 /// A function run once on each new worker before it takes jobs (open a
 /// connection, warm a cache). If it returns an error or panics, the pool is
@@ -45,7 +45,7 @@ impl WorkerInitializer {
             Ok(Err(message)) => Err(format!("a worker initializer failed: {message}")),
             Err(payload) => Err(format!(
                 "a worker initializer panicked: {}",
-                panic_message(payload.as_ref())
+                take_panic_message(payload)
             )),
         }
     }

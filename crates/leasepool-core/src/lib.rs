@@ -49,8 +49,9 @@ mod sync;
 mod task;
 pub mod validate;
 
-/// The `log` target of every record leasepool emits.
-pub(crate) const LOG_TARGET: &str = "leasepool";
+/// The `log` target of every record leasepool and its backends emit;
+/// custom backends should log under it too.
+pub const LOG_TARGET: &str = "leasepool";
 
 #[cfg(all(test, leasepool_loom))]
 mod loom_tests;
@@ -61,7 +62,7 @@ pub use broken::{BrokenFlag, BrokenSignal};
 pub use builder::ManagerBuilder;
 pub use call::{CallData, CallFn, RemoteCall, function_name};
 pub use config::ManagerConfig;
-pub use error::{Error, LeaseEnd, panic_message};
+pub use error::{Error, LeaseEnd, drop_panic_payload, panic_message};
 pub use grinder::{GrinderBuilder, GrinderStats, StopMode, WorkGrinder};
 pub use id::LeaseId;
 pub use initializer::WorkerInitializer;

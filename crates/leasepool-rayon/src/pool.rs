@@ -1,26 +1,24 @@
 //! `RayonPool`: one `rayon_core::ThreadPool` and its shutdown state.
 
-use std::any::Any;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use leasepool_core::{
-    BackendPool, BrokenSignal, Error, PoolContext, Task, WorkerGuard, WorkerInitializer,
-    panic_message,
+    BackendPool, BrokenFlag, Error, LOG_TARGET, PoolContext, Task, WorkerGuard, WorkerInitializer,
+    drop_panic_payload, panic_message,
 };
 use rayon_core::{ThreadPool, ThreadPoolBuilder};
 
 use crate::RayonBackend;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Set by `shutdown`: jobs still queued are dropped (cancelled).
     closed: AtomicBool,
-    /// Set once when the pool breaks.
-    broken: OnceLock<String>,
+    /// Set once when the pool breaks; reported once.
+    broken: BrokenFlag,
 }
 
 /// One pool of the rayon backend.
@@ -39,14 +37,17 @@ impl fmt::Debug for RayonPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RayonPool")
             .field("closed", &self.shared.closed.load(Ordering::Relaxed))
-            .field("broken", &self.shared.broken.get())
+            .field("broken", &self.shared.broken.reason())
             .finish()
     }
 }
 
 impl RayonPool {
     pub(crate) fn build(backend: &RayonBackend, ctx: &PoolContext) -> Result<Self, Error> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            broken: BrokenFlag::new(ctx.broken_signal()),
+        });
         // One guard per worker thread, dropped by the exit handler: stop()
         // waits until every thread has run its exit handler.
         let guards: Arc<Mutex<Vec<WorkerGuard>>> = Arc::new(Mutex::new(
@@ -68,25 +69,25 @@ impl RayonPool {
             // abort, and the pool carries on.
             .panic_handler(|payload| {
                 log::error!(
-                    target: "leasepool",
+                    target: LOG_TARGET,
                     "a panic escaped a rayon job: {}",
                     panic_message(payload.as_ref())
                 );
-                drop_payload(payload);
+                // rayon aborts the process if its panic handler unwinds.
+                drop_panic_payload(payload);
             });
         if let Some(bytes) = backend.stack_size {
             builder = builder.stack_size(bytes);
         }
         let start = backend.start_handler.clone();
         let init = backend.initializer.clone();
-        let broken = ctx.broken_signal();
         let start_shared = shared.clone();
         builder = builder.start_handler(move |index| {
             if let Some(handler) = &start {
                 handler(index);
             }
             if let Some(init) = &init {
-                initialize(init, &start_shared, &broken);
+                initialize(init, &start_shared);
             }
         });
         let exit = backend.exit_handler.clone();
@@ -111,20 +112,9 @@ impl RayonPool {
     }
 }
 
-/// Drops a panic payload whose own `Drop` may panic: rayon aborts the
-/// process if its panic handler unwinds. A payload coming out of that
-/// drop is forgotten, never dropped.
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(inner);
-    }
-}
-
-fn initialize(init: &WorkerInitializer, shared: &Shared, broken: &BrokenSignal) {
+fn initialize(init: &WorkerInitializer, shared: &Shared) {
     if let Err(reason) = init.run() {
-        if shared.broken.set(reason.clone()).is_ok() {
-            broken.report(&reason);
-        }
+        shared.broken.set(reason);
     }
 }
 
@@ -144,8 +134,8 @@ impl BackendPool for RayonPool {
             let Ok(task) = queue.try_recv() else {
                 return; // taken by shutdown
             };
-            if let Some(reason) = shared.broken.get() {
-                task.fail(Error::Broken(reason.clone()));
+            if let Some(error) = shared.broken.error() {
+                task.fail(error);
             } else if shared.closed.load(Ordering::Acquire) {
                 drop(task);
             } else {
@@ -165,8 +155,8 @@ impl BackendPool for RayonPool {
             .take();
         drop(pool);
         while let Ok(task) = self.queue.1.try_recv() {
-            match self.shared.broken.get() {
-                Some(reason) => task.fail(Error::Broken(reason.clone())),
+            match self.shared.broken.error() {
+                Some(error) => task.fail(error),
                 None => drop(task),
             }
         }

@@ -1,29 +1,22 @@
 //! `ThreadPool`: the job queue shared by one pool's worker threads.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use leasepool_core::{BackendPool, Error, PoolContext, Task};
+use leasepool_core::{BackendPool, BrokenFlag, Error, PoolContext, Task};
 
 use crate::ThreadBackend;
 use crate::queue::JobQueue;
 use crate::worker;
 
 /// State shared by a pool's handle and its workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PoolShared {
     /// The jobs waiting for a worker.
     pub(crate) queue: JobQueue,
-    /// Set once when the pool breaks; later jobs fail with this reason.
-    pub(crate) broken: OnceLock<String>,
-}
-
-impl PoolShared {
-    pub(crate) fn broken_error(&self) -> Option<Error> {
-        self.broken
-            .get()
-            .map(|reason| Error::Broken(reason.clone()))
-    }
+    /// Set once when the pool breaks (reported once); later jobs fail with
+    /// its error.
+    pub(crate) broken: BrokenFlag,
 }
 
 /// One pool of the thread backend.
@@ -34,14 +27,17 @@ pub struct ThreadPool {
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
-            .field("broken", &self.shared.broken.get())
+            .field("broken", &self.shared.broken.reason())
             .finish_non_exhaustive()
     }
 }
 
 impl ThreadPool {
     pub(crate) fn spawn(backend: &ThreadBackend, ctx: &PoolContext) -> Result<Self, Error> {
-        let shared = Arc::new(PoolShared::default());
+        let shared = Arc::new(PoolShared {
+            queue: JobQueue::default(),
+            broken: BrokenFlag::new(ctx.broken_signal()),
+        });
         let pool = ThreadPool {
             shared: shared.clone(),
         };
@@ -53,7 +49,6 @@ impl ThreadPool {
             let worker = worker::Worker {
                 shared: shared.clone(),
                 initializer: backend.initializer.clone(),
-                broken: ctx.broken_signal(),
                 guard: ctx.worker_guard(),
             };
             if let Err(e) = builder.spawn(move || worker.run()) {
@@ -69,7 +64,7 @@ impl ThreadPool {
 
 impl BackendPool for ThreadPool {
     fn execute(&self, task: Task) {
-        if let Some(error) = self.shared.broken_error() {
+        if let Some(error) = self.shared.broken.error() {
             task.fail(error);
             return;
         }
@@ -82,7 +77,7 @@ impl BackendPool for ThreadPool {
         // rather than when a busy worker gets to it; idle workers wake and
         // exit, busy ones after their current job.
         for task in self.shared.queue.close() {
-            match self.shared.broken_error() {
+            match self.shared.broken.error() {
                 Some(error) => task.fail(error),
                 None => drop(task),
             }

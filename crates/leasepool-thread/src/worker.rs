@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use leasepool_core::{BrokenSignal, WorkerGuard, WorkerInitializer};
+use leasepool_core::{WorkerGuard, WorkerInitializer};
 
 use crate::pool::PoolShared;
 
 pub(crate) struct Worker {
     pub(crate) shared: Arc<PoolShared>,
     pub(crate) initializer: Option<WorkerInitializer>,
-    pub(crate) broken: BrokenSignal,
     pub(crate) guard: WorkerGuard,
 }
 
@@ -54,9 +53,7 @@ impl Worker {
     }
 
     fn break_pool(&self, reason: String) {
-        if self.shared.broken.set(reason.clone()).is_ok() {
-            self.broken.report(&reason);
-        }
+        self.shared.broken.set(reason);
     }
 
     /// Runs jobs until the queue closes. Once the pool is broken, jobs fail
@@ -64,7 +61,7 @@ impl Worker {
     /// the job does.
     fn serve(&self) {
         while let Some(task) = self.shared.queue.pop() {
-            match self.shared.broken_error() {
+            match self.shared.broken.error() {
                 Some(error) => task.fail(error),
                 None => task.run(),
             }

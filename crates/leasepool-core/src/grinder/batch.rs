@@ -34,7 +34,7 @@ pub(super) struct Waiting<B: ExecutorBackend> {
 impl<B: ExecutorBackend> Waiting<B> {
     pub(super) fn new(inner: &GrinderInner<B>, number: u64, tasks: Vec<Task>) -> Self {
         let owner = format!("{}-batch-{number}", inner.owner_prefix);
-        log::debug!(target: "leasepool", "grinder batch {number}: {} items, leasing as {owner}", tasks.len());
+        log::debug!(target: crate::LOG_TARGET, "grinder batch {number}: {} items, leasing as {owner}", tasks.len());
         let acquire = inner
             .manager
             .acquire()
@@ -62,7 +62,7 @@ impl<B: ExecutorBackend> Waiting<B> {
         match result {
             Ok(lease) => launch(inner, self.number, lease, tasks),
             Err(error) => {
-                log::info!(target: "leasepool", "grinder batch {} got no lease: {error}", self.number);
+                log::debug!(target: crate::LOG_TARGET, "grinder batch {} got no lease: {error}", self.number);
                 fail_all(tasks, &error);
                 inner.batch_finished(self.number);
             }
@@ -128,7 +128,7 @@ impl<B: ExecutorBackend> Running<B> {
             fail_all(leftover, &error);
         }
         drop(lease);
-        log::debug!(target: "leasepool", "grinder batch {} finished", self.number);
+        log::debug!(target: crate::LOG_TARGET, "grinder batch {} finished", self.number);
         self.inner.batch_finished(self.number);
     }
 }
@@ -158,7 +158,7 @@ impl<B: ExecutorBackend> CancelBatch for Running<B> {
             .take();
         if lease.is_some() {
             log::debug!(
-                target: "leasepool",
+                target: crate::LOG_TARGET,
                 "grinder batch {} cancelled: {} items not started",
                 self.number,
                 unstarted.len()

@@ -69,7 +69,7 @@ fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Alarm>) {
                 }
                 Step::Exit => {
                     inner.stopped.notify(usize::MAX);
-                    log::info!(target: "leasepool", "work grinder stopped");
+                    log::info!(target: crate::LOG_TARGET, "work grinder stopped");
                     return;
                 }
                 Step::Sleep(deadline) => deadline,

@@ -290,7 +290,7 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
             return Err(error);
         }
         log::info!(
-            target: "leasepool",
+            target: crate::LOG_TARGET,
             "work grinder started: batch_size_threshold {}, max_wait {:?}, lease {:?}",
             self.inner.batch_size_threshold,
             self.inner.max_wait,
@@ -471,7 +471,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         for batch in batches {
             batch.cancel();
         }
-        log::info!(target: "leasepool", "work grinder stopping ({mode:?})");
+        log::info!(target: crate::LOG_TARGET, "work grinder stopping ({mode:?})");
         self.kick();
         true
     }
