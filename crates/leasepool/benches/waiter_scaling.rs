@@ -1,8 +1,9 @@
-//! How the wait queue scales: cost per operation with 1k, 10k and 100k
-//! waiters queued on a full manager, for queueing, cancelling oldest-first,
-//! cancelling newest-first and handing a pool down the queue. Each cost
-//! should stay flat (within 1.5x of the smallest size); the last column
-//! says how far it is.
+//! How the queues scale: cost per operation with 1k, 10k and 100k waiters
+//! queued on a full manager (queueing, cancelling oldest-first and
+//! newest-first, handing a pool down the queue), and with 10k, 100k and 1M
+//! items pending in a grinder (submitting, cancelling newest-first). Each
+//! cost should stay flat (within 1.5x of the smallest size); the last
+//! column says how far it is.
 //!
 //! `cargo bench -p leasepool --bench waiter_scaling`
 //! (`LEASEPOOL_BENCH_QUICK=1` for a short smoke run).
@@ -12,7 +13,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use leasepool::{AcquireFuture, LeasedExecutorManager, ThreadBackend};
+use std::time::Duration;
+
+use leasepool::{AcquireFuture, LeasedExecutorManager, StopMode, ThreadBackend, WorkGrinder};
 
 type Waiter = Pin<Box<AcquireFuture<ThreadBackend>>>;
 
@@ -79,6 +82,45 @@ fn measure(n: usize) -> [f64; 4] {
     [enqueue, oldest_first, newest_first, hand_off]
 }
 
+/// A grinder that never starts a batch while the items are counted.
+fn measure_grinder(n: usize) -> [f64; 2] {
+    let m = manager();
+    let grinder = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(usize::MAX)
+        .max_wait(Duration::from_secs(3600))
+        .build()
+        .expect("valid config");
+    grinder.start_blocking().expect("start");
+    let mut handles = Vec::with_capacity(n);
+    let submit = per_op(n, || {
+        for i in 0..n {
+            handles.push(grinder.enqueue(move || i).expect("enqueue"));
+        }
+    });
+    let cancel = per_op(n, || {
+        while let Some(handle) = handles.pop() {
+            assert!(handle.cancel());
+        }
+    });
+    assert_eq!(grinder.stats().pending, 0);
+    grinder.stop_blocking(StopMode::Cancel);
+    m.stop_blocking();
+    [submit, cancel]
+}
+
+fn table<const N: usize>(unit: &str, sizes: &[usize], names: [&str; N], results: &[[f64; N]]) {
+    let header: Vec<String> = sizes.iter().map(|n| format!("{n} {unit}")).collect();
+    println!("| operation | {} | worst / smallest |", header.join(" | "));
+    println!("|---|{}---|", "---|".repeat(sizes.len()));
+    for (i, name) in names.iter().enumerate() {
+        let base = results[0][i];
+        let worst = results.iter().map(|r| r[i]).fold(0.0, f64::max);
+        let cells: Vec<String> = results.iter().map(|r| format!("{:.0} ns", r[i])).collect();
+        println!("| {name} | {} | {:.2}x |", cells.join(" | "), worst / base);
+    }
+    println!();
+}
+
 fn main() {
     let quick = std::env::var_os("LEASEPOOL_BENCH_QUICK").is_some();
     let sizes: &[usize] = if quick {
@@ -93,19 +135,18 @@ fn main() {
         "hand-off",
     ];
     let results: Vec<[f64; 4]> = sizes.iter().map(|&n| measure(n)).collect();
-    println!(
-        "| operation | {} | worst / smallest |",
-        sizes
-            .iter()
-            .map(|n| format!("{n} waiters"))
-            .collect::<Vec<_>>()
-            .join(" | ")
+    table("waiters", sizes, names, &results);
+
+    let items: &[usize] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    let results: Vec<[f64; 2]> = items.iter().map(|&n| measure_grinder(n)).collect();
+    table(
+        "pending items",
+        items,
+        ["grinder enqueue", "grinder cancel newest-first"],
+        &results,
     );
-    println!("|---|{}---|", "---|".repeat(sizes.len()));
-    for (i, name) in names.iter().enumerate() {
-        let base = results[0][i];
-        let worst = results.iter().map(|r| r[i]).fold(0.0, f64::max);
-        let cells: Vec<String> = results.iter().map(|r| format!("{:.0} ns", r[i])).collect();
-        println!("| {name} | {} | {:.2}x |", cells.join(" | "), worst / base);
-    }
 }

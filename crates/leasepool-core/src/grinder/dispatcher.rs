@@ -102,7 +102,7 @@ fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> 
         _ => {}
     }
     let draining = matches!(queue.phase, Phase::Stopping(StopMode::Drain));
-    let Some(oldest) = queue.pending.front().map(|item| item.enqueued_at) else {
+    let Some(oldest) = queue.oldest_enqueued_at() else {
         return Step::Sleep(None);
     };
     let due_at = deadline_after(oldest, inner.max_wait);

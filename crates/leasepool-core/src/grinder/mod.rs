@@ -413,9 +413,8 @@ impl<B: ExecutorBackend> GrinderInner<B> {
             max_wait: self.max_wait,
             lease: self.lease,
             oldest_wait: queue
-                .pending
-                .front()
-                .map(|item| now.saturating_duration_since(item.enqueued_at)),
+                .oldest_enqueued_at()
+                .map(|at| now.saturating_duration_since(at)),
         }
     }
 

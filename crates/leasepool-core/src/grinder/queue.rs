@@ -1,6 +1,10 @@
 //! The grinder's queue of pending items and its lifecycle phase.
+//!
+//! Pending items are an ordered map by item id: ids only grow, so map order
+//! is submission order, and a caller that cancels a pending item removes it
+//! in O(log n) wherever it stands.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -17,7 +21,6 @@ pub(super) enum Phase {
 
 #[derive(Debug)]
 pub(super) struct Item {
-    pub(super) id: u64,
     pub(super) enqueued_at: Instant,
     pub(super) task: Task,
 }
@@ -26,7 +29,7 @@ pub(super) struct Item {
 #[derive(Debug)]
 pub(super) struct Queue {
     pub(super) phase: Phase,
-    pub(super) pending: VecDeque<Item>,
+    pub(super) pending: BTreeMap<u64, Item>,
     /// Batches leasing or running (counted from when they are taken until
     /// they finish).
     pub(super) running_batches: usize,
@@ -40,7 +43,7 @@ impl Default for Queue {
     fn default() -> Self {
         Queue {
             phase: Phase::Stopped,
-            pending: VecDeque::new(),
+            pending: BTreeMap::new(),
             running_batches: 0,
             running: Vec::new(),
             next_item: 0,
@@ -56,32 +59,33 @@ impl Queue {
     }
 
     pub(super) fn push(&mut self, id: u64, enqueued_at: Instant, task: Task) {
-        self.pending.push_back(Item {
-            id,
-            enqueued_at,
-            task,
-        });
+        self.pending.insert(id, Item { enqueued_at, task });
     }
 
     /// Removes a pending item (its caller cancelled it). The task is
     /// returned so it is dropped outside the lock.
     pub(super) fn remove(&mut self, id: u64) -> Option<Task> {
-        let index = self.pending.iter().position(|item| item.id == id)?;
-        self.pending.remove(index).map(|item| item.task)
+        self.pending.remove(&id).map(|item| item.task)
     }
 
     /// Takes every pending item as the next batch and numbers it.
     pub(super) fn take_batch(&mut self) -> (u64, Vec<Task>) {
         self.next_batch += 1;
         self.running_batches += 1;
-        let tasks = self.pending.drain(..).map(|item| item.task).collect();
+        let tasks = std::mem::take(&mut self.pending)
+            .into_values()
+            .map(|item| item.task)
+            .collect();
         (self.next_batch, tasks)
     }
 
     /// `stop(Cancel)`: every pending task. (The dispatcher cancels the
     /// batches still waiting for a lease.)
     pub(super) fn cancel_all(&mut self) -> Vec<Task> {
-        self.pending.drain(..).map(|item| item.task).collect()
+        std::mem::take(&mut self.pending)
+            .into_values()
+            .map(|item| item.task)
+            .collect()
     }
 
     /// `stop(Cancel)`: the running batches, to be cancelled outside the
@@ -94,6 +98,13 @@ impl Queue {
     }
 
     /// Batch `number` ended (ran, failed, or was cancelled).
+    /// When the oldest pending item was submitted.
+    pub(super) fn oldest_enqueued_at(&self) -> Option<Instant> {
+        self.pending
+            .first_key_value()
+            .map(|(_, item)| item.enqueued_at)
+    }
+
     pub(super) fn batch_finished(&mut self, number: u64) {
         self.running_batches -= 1;
         self.running.retain(|(n, _)| *n != number);
