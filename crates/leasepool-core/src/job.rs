@@ -31,10 +31,33 @@ const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const FINISHED: u8 = 2;
 
+/// How a job ended, for the lease count and the manager's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobEnd {
+    /// It ran and returned a value.
+    Completed,
+    /// It ran and panicked.
+    Panicked,
+    /// It ended without running (`Error::Cancelled`).
+    Cancelled,
+    /// Any other error (its pool broke, a call could not be decoded...).
+    Failed,
+}
+
+impl JobEnd {
+    fn of<T>(result: &Result<T, Error>) -> Self {
+        match result {
+            Ok(_) => JobEnd::Completed,
+            Err(Error::Panicked(_)) => JobEnd::Panicked,
+            Err(Error::Cancelled) => JobEnd::Cancelled,
+            Err(_) => JobEnd::Failed,
+        }
+    }
+}
+
 /// Told when a job submitted through a lease has ended.
 pub(crate) trait JobSink: Send + Sync {
-    /// `cancelled`: the job ended without running (`Error::Cancelled`).
-    fn job_finished(&self, lease_key: u64, cancelled: bool);
+    fn job_finished(&self, lease_key: u64, end: JobEnd);
 }
 
 /// Which lease a job counts against.
@@ -147,7 +170,7 @@ impl<T> JobShared<T> {
             .take();
         if let Some(link) = link {
             if let Some(sink) = link.sink.upgrade() {
-                sink.job_finished(link.key, matches!(result, Err(Error::Cancelled)));
+                sink.job_finished(link.key, JobEnd::of(&result));
             }
         }
         let (waker, thread) = {

@@ -8,7 +8,6 @@
 //! size provider's thread in `sizer.rs`, graceful shutdown in `shutdown.rs`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use crate::backend::LiveWorkers;
 use crate::checker::sizer::{Sizer, read_units};
 use crate::checker::{self, Checker};
 use crate::contain::{contain, contain_logged};
-use crate::job::JobSink;
+use crate::job::{JobEnd, JobSink};
 use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
 use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
 use crate::{
@@ -66,8 +65,6 @@ pub(crate) struct Inner<B: ExecutorBackend> {
     pub(crate) config: ManagerConfig,
     core: Mutex<Core<B>>,
     pub(crate) checker: Arc<Checker>,
-    /// Jobs that ended without running, ever (for shutdown reports).
-    pub(crate) jobs_cancelled: AtomicUsize,
     /// Notified when a graceful shutdown may proceed.
     pub(crate) shutdown_ready: Event,
 }
@@ -154,7 +151,6 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                     sizer: None,
                 }),
                 checker: Arc::new(Checker::default()),
-                jobs_cancelled: AtomicUsize::new(0),
                 shutdown_ready: Event::new(),
             }),
         }
@@ -552,11 +548,11 @@ impl<B: ExecutorBackend> Inner<B> {
 }
 
 impl<B: ExecutorBackend> JobSink for Inner<B> {
-    fn job_finished(&self, lease_key: u64, cancelled: bool) {
-        if cancelled {
-            self.jobs_cancelled.fetch_add(1, Ordering::AcqRel);
-        }
-        self.transition(|state, fx| state.job_finished(lease_key, Instant::now(), fx));
+    fn job_finished(&self, lease_key: u64, end: JobEnd) {
+        self.transition(|state, fx| {
+            state.count_job_end(end);
+            state.job_finished(lease_key, Instant::now(), fx);
+        });
     }
 }
 

@@ -15,7 +15,6 @@
 //!    waits for every worker, however long that takes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use event_listener::Listener;
@@ -50,7 +49,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let inner = &self.inner;
         let started = Instant::now();
-        let cancelled_before = inner.jobs_cancelled.load(Ordering::Acquire);
+        let cancelled_before = inner.core().state.counters().jobs_cancelled;
         let at = deadline_after(started, deadline);
         let at_start = inner.begin_shutdown(at, deadline);
         let mut revoked = 0;
@@ -95,24 +94,27 @@ impl<B: ExecutorBackend> Inner<B> {
     fn shutdown_report(
         &self,
         started: Instant,
-        cancelled_before: usize,
+        cancelled_before: u64,
         at_start: Option<usize>,
         revoked: usize,
         live: &LiveWorkers,
     ) -> ShutdownReport {
         let leases_at_start = at_start.unwrap_or(0);
+        let core = self.core();
         let report = ShutdownReport {
             leases_at_start,
             ended_on_their_own: leases_at_start.saturating_sub(revoked),
             revoked_at_deadline: revoked,
-            jobs_cancelled: self
+            jobs_cancelled: (core
+                .state
+                .counters()
                 .jobs_cancelled
-                .load(Ordering::Acquire)
-                .saturating_sub(cancelled_before),
-            jobs_still_running: self.core().state.jobs_in_flight(),
+                .saturating_sub(cancelled_before)) as usize,
+            jobs_still_running: core.state.jobs_in_flight(),
             workers_still_running: live.get(),
             elapsed: started.elapsed(),
         };
+        drop(core);
         if at_start.is_some() {
             if report.workers_still_running > 0 {
                 log::warn!(target: LOG_TARGET, "shutdown finished with work left behind: {report:?}");

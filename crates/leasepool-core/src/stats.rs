@@ -68,6 +68,15 @@ pub struct ManagerCounters {
     /// Pools retired as broken (including pools that broke while being
     /// created).
     pub pools_broken: u64,
+    /// Jobs submitted through leases that ran and returned a value.
+    pub jobs_completed: u64,
+    /// Jobs that ran and panicked ([`Error::Panicked`](crate::Error::Panicked)).
+    pub jobs_panicked: u64,
+    /// Jobs that ended without running ([`Error::Cancelled`](crate::Error::Cancelled)).
+    pub jobs_cancelled: u64,
+    /// Jobs that ended with any other error (their pool broke, a call's
+    /// result could not be decoded, ...).
+    pub jobs_failed: u64,
 }
 
 /// One lease in a [`ManagerStats`] snapshot.

@@ -326,7 +326,7 @@ mod tests {
     struct NoSink;
 
     impl crate::job::JobSink for NoSink {
-        fn job_finished(&self, _lease_key: u64, _cancelled: bool) {}
+        fn job_finished(&self, _lease_key: u64, _end: crate::job::JobEnd) {}
     }
 
     fn of_manager<T: Send + 'static>(

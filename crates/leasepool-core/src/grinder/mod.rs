@@ -28,7 +28,7 @@ use event_listener::Event;
 
 use crate::call::{CallData, CallFn};
 use crate::config;
-use crate::job::{JobSink, LeaseLink};
+use crate::job::{JobEnd, JobSink, LeaseLink};
 use crate::job_scope;
 use crate::lease::Run;
 use crate::signal::{Alarm, wait_for, wait_for_blocking};
@@ -536,8 +536,8 @@ impl<B: ExecutorBackend> Drop for GrinderInner<B> {
 }
 
 impl<B: ExecutorBackend> JobSink for GrinderInner<B> {
-    fn job_finished(&self, item: u64, cancelled: bool) {
-        if cancelled {
+    fn job_finished(&self, item: u64, end: JobEnd) {
+        if end == JobEnd::Cancelled {
             // A caller cancelled a pending item: it leaves the queue now,
             // so `pending` stays exact. (Items already in a batch are not in
             // the queue any more; nothing to do for them.)

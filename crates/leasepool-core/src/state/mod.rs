@@ -725,6 +725,18 @@ impl<P: Clone, W> LeaseState<P, W> {
         Some(record.pool.pool.clone())
     }
 
+    /// Counts how a job submitted through a lease ended.
+    pub(crate) fn count_job_end(&mut self, end: crate::job::JobEnd) {
+        use crate::job::JobEnd;
+        let counters = &mut self.counters;
+        match end {
+            JobEnd::Completed => counters.jobs_completed += 1,
+            JobEnd::Panicked => counters.jobs_panicked += 1,
+            JobEnd::Cancelled => counters.jobs_cancelled += 1,
+            JobEnd::Failed => counters.jobs_failed += 1,
+        }
+    }
+
     /// A job submitted through lease `key` finished (or was cancelled).
     pub(crate) fn job_finished(&mut self, key: u64, now: Instant, fx: &mut Effects<P, W>) {
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);

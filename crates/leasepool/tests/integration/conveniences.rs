@@ -28,6 +28,9 @@ fn manager_run_and_call_acquire_run_and_release_in_one_await() {
         let counters = m.stats().counters;
         assert_eq!(counters.acquired, 3);
         assert_eq!(counters.leases_released, 3);
+        assert_eq!(counters.jobs_completed, 2, "{counters:?}");
+        assert_eq!(counters.jobs_panicked, 1, "{counters:?}");
+        assert_eq!(counters.jobs_cancelled, 0, "{counters:?}");
         m.stop().await;
         assert_eq!(m.run(|| 1).await, Err(Error::NotStarted));
     });
@@ -167,6 +170,13 @@ fn counters_follow_what_happened() {
     drop(held);
     let short = m.acquire().blocking().unwrap();
     let _ = m.acquire().timeout(Duration::from_millis(5)).blocking();
+    // One job cancelled while queued behind a running one.
+    let (go, gate) = mpsc::channel::<()>();
+    let running = short.submit(move || gate.recv().is_ok()).unwrap();
+    let queued = short.submit(|| true).unwrap();
+    assert!(queued.cancel());
+    go.send(()).unwrap();
+    assert_eq!(running.wait(), Ok(true));
     drop(short);
 
     let c = m.stats().counters;
@@ -181,6 +191,7 @@ fn counters_follow_what_happened() {
     assert_eq!(c.leases_released, 3, "{c:?}");
     assert_eq!(c.pools_created, 2, "the revoked pool was replaced: {c:?}");
     assert_eq!(c.pools_broken, 0, "{c:?}");
+    assert_eq!((c.jobs_completed, c.jobs_cancelled), (1, 1), "{c:?}");
     m.stop_blocking();
     assert_eq!(m.stats().counters, c, "stop changes no counter");
 }
