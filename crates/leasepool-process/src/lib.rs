@@ -46,7 +46,14 @@
 //!
 //! - `Error::Panicked`: the function panicked; its worker serves on.
 //! - `Error::UnknownFunction`: the worker's registry does not hold it.
-//! - `Error::Serialization`: the argument or the result did not (de)serialise.
+//! - `Error::Serialization`: the argument or the result did not
+//!   (de)serialise, including when its `Serialize` or `Deserialize` impl
+//!   panicked (on either side; the message says which impl and which
+//!   function), and when it is larger than the frame limit of 64 MiB. Only
+//!   that call fails: the worker serves on, and no library thread is lost.
+//!   (A `Deserialize` impl of a result that panics in its own body, before
+//!   or after driving the deserializer, is contained too, but its outcome
+//!   is decided by `leasepool-core`.)
 //! - `Error::Broken`: the worker died (crash, `abort`, killed) or the pool
 //!   could not start (the worker command is not a leasepool worker, the
 //!   registries differ, the initializer failed). The pool is retired and
@@ -78,6 +85,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 mod backend;
+mod guard;
 mod logging;
 mod pool;
 mod protocol;

@@ -98,7 +98,11 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
     if len > MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is larger than the maximum of {MAX_FRAME}"),
+            format!(
+                "it encodes to {len} bytes, more than the frame limit of {} MiB \
+                 ({MAX_FRAME} bytes); pass less data per call",
+                MAX_FRAME >> 20
+            ),
         ));
     }
     let prefix = u32::try_from(len).expect("MAX_FRAME fits in u32");

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::sync::Arc;
 
 use leasepool_core::{CallData, CallFn, function_name, panic_message};
 
+use crate::guard::catch;
 use crate::protocol::WorkerError;
 
 /// Runs one registered function on an encoded argument and encodes its
@@ -186,21 +187,46 @@ fn unusable_name(name: &str) -> Option<&'static str> {
 }
 
 /// Decodes the argument, runs `f` catching a panic, encodes the result.
+/// A panic in the argument's `Deserialize`, the result's `Serialize` or
+/// either's `Drop` fails the call with `Serialization` or `Panicked`; the
+/// worker serves on.
 fn run_encoded<F, A, R>(f: F, name: &str, bytes: &[u8]) -> Result<Vec<u8>, WorkerError>
 where
     F: CallFn<A, R>,
     A: CallData,
     R: CallData,
 {
-    let argument: A = postcard::from_bytes(bytes).map_err(|e| {
+    let argument: A = match catch(|| postcard::from_bytes(bytes)) {
+        Ok(Ok(argument)) => argument,
+        Ok(Err(e)) => {
+            return Err(WorkerError::Serialization(format!(
+                "cannot decode the argument of {name} as {}: {e}",
+                std::any::type_name::<A>()
+            )));
+        }
+        Err(panic) => {
+            return Err(WorkerError::Serialization(format!(
+                "the Deserialize impl of {} panicked while decoding the argument of {name}: {panic}",
+                std::any::type_name::<A>()
+            )));
+        }
+    };
+    // The argument is dropped inside `f`, so a panicking `Drop` counts as
+    // the function's panic.
+    let result = catch(move || f(argument)).map_err(WorkerError::Panicked)?;
+    let encoded = catch(|| postcard::to_stdvec(&result)).map_err(|panic| {
         WorkerError::Serialization(format!(
-            "cannot decode the argument of {name} as {}: {e}",
-            std::any::type_name::<A>()
+            "the Serialize impl of {} panicked while encoding the result of {name}: {panic}",
+            std::any::type_name::<R>()
+        ))
+    });
+    catch(move || drop(result)).map_err(|panic| {
+        WorkerError::Panicked(format!(
+            "the Drop impl of the result of {name} ({}) panicked: {panic}",
+            std::any::type_name::<R>()
         ))
     })?;
-    let result = catch_unwind(AssertUnwindSafe(move || f(argument)))
-        .map_err(|payload| WorkerError::Panicked(panic_message(&*payload)))?;
-    postcard::to_stdvec(&result).map_err(|e| {
+    encoded?.map_err(|e| {
         WorkerError::Serialization(format!(
             "cannot encode the result of {name} ({}): {e}",
             std::any::type_name::<R>()

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::Registry;
 use crate::logging::{SharedOut, install_worker_logger};
 use crate::protocol::{
-    FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, read_frame,
-    write_frame,
+    FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, encode_frame,
+    read_frame,
 };
 
 /// What the parent process remembers of its own registry.
@@ -104,9 +104,11 @@ fn serve(mut registry: Registry, token: String) -> ! {
             })) => {
                 let outcome = match registry.handler(&function) {
                     Some(handler) => handler(&argument),
-                    None => Err(WorkerError::UnknownFunction(function)),
+                    None => Err(WorkerError::UnknownFunction(function.clone())),
                 };
-                if send(&out, &FromWorker::Done { id, outcome }).is_err() {
+                drop(argument);
+                let frame = done_frame(id, &function, outcome);
+                if frame.and_then(|frame| send_frame(&out, &frame)).is_err() {
                     // The parent is gone.
                     std::process::exit(1);
                 }
@@ -172,8 +174,29 @@ fn watch_parent() {
 fn watch_parent() {}
 
 fn send(out: &SharedOut, frame: &FromWorker) -> io::Result<()> {
+    send_frame(out, &encode_frame(frame)?)
+}
+
+fn send_frame(out: &SharedOut, frame: &[u8]) -> io::Result<()> {
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    write_frame(&mut *out, frame)
+    out.write_all(frame)?;
+    out.flush()
+}
+
+/// The `Done` frame of call `id`. A result too large for a frame becomes a
+/// `Serialization` error naming the limit, so the call fails and the worker
+/// serves on.
+fn done_frame(
+    id: u64,
+    function: &str,
+    outcome: Result<Vec<u8>, WorkerError>,
+) -> io::Result<Vec<u8>> {
+    encode_frame(&FromWorker::Done { id, outcome }).or_else(|e| {
+        let outcome = Err(WorkerError::Serialization(format!(
+            "cannot send the result of {function}: {e}"
+        )));
+        encode_frame(&FromWorker::Done { id, outcome })
+    })
 }
 
 impl Registry {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use leasepool_core::{Error, RemoteCall};
 
 use super::{InFlight, Shared, Worker, replace_worker};
+use crate::guard::{Guarded, catch, contain};
 use crate::protocol::{ToWorker, encode_frame};
 
 /// The largest frame written directly to an idle worker's (empty) stdin:
@@ -31,7 +32,7 @@ pub(super) fn pump(shared: &Shared) {
             let queued = state.queue.pop_front().expect("checked non-empty");
             if !queued.call.start() {
                 drop(state);
-                drop(queued); // cancelled
+                cancel(queued.call);
                 continue;
             }
             let worker = &mut state.workers[position];
@@ -76,21 +77,34 @@ fn write_call(shared: &Shared, index: usize, stdin: Arc<ChildStdin>, frame: Vec<
     }
 }
 
+/// Encodes call `id` as a frame. A failing or panicking `Serialize` impl of
+/// the argument, or an argument too large for a frame, is an
+/// `Error::Serialization` for this call alone.
 pub(super) fn encode_call(id: u64, call: &RemoteCall) -> Result<Vec<u8>, Error> {
     use postcard::ser_flavors::Flavor;
-    let mut serializer = postcard::Serializer {
-        output: postcard::ser_flavors::StdVec::new(),
+    let encoded = catch(|| {
+        let mut serializer = postcard::Serializer {
+            output: postcard::ser_flavors::StdVec::new(),
+        };
+        erased_serde::serialize(call.argument(), &mut serializer)
+            .map_err(|e| e.to_string())
+            .and_then(|()| serializer.output.finalize().map_err(|e| e.to_string()))
+    });
+    let argument = match encoded {
+        Ok(Ok(argument)) => argument,
+        Ok(Err(e)) => {
+            return Err(Error::Serialization(format!(
+                "cannot encode the argument of {}: {e}",
+                call.function()
+            )));
+        }
+        Err(panic) => {
+            return Err(Error::Serialization(format!(
+                "the Serialize impl of the argument of {} panicked: {panic}",
+                call.function()
+            )));
+        }
     };
-    erased_serde::serialize(call.argument(), &mut serializer).map_err(|e| {
-        Error::Serialization(format!(
-            "cannot encode the argument of {}: {e}",
-            call.function()
-        ))
-    })?;
-    let argument = serializer
-        .output
-        .finalize()
-        .map_err(|e| Error::Serialization(e.to_string()))?;
     encode_frame(&ToWorker::Call {
         id,
         function: call.function().to_owned(),
@@ -102,6 +116,44 @@ pub(super) fn encode_call(id: u64, call: &RemoteCall) -> Result<Vec<u8>, Error> 
             call.function()
         ))
     })
+}
+
+/// Hands `bytes` (an encoded result) to `call`'s caller. The result type's
+/// `Deserialize` impl runs here, on a reader thread: a panic inside the
+/// deserializer fails the call with `Error::Serialization`; any other panic
+/// is contained (logged) so the reader serves on.
+pub(super) fn deliver(call: RemoteCall, bytes: &[u8]) {
+    let function = call.function();
+    contain(
+        || format!("delivering the result of {function}"),
+        move || {
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            call.deliver(&mut <dyn erased_serde::Deserializer<'_>>::erase(Guarded {
+                inner: &mut de,
+                what: "the result of",
+                function,
+            }));
+        },
+    );
+}
+
+/// Drops `call` (its caller gets `Error::Cancelled`), containing a panic
+/// of its argument's `Drop`.
+pub(super) fn cancel(call: RemoteCall) {
+    let function = call.function();
+    contain(
+        || format!("cancelling a call of {function}"),
+        move || drop(call),
+    );
+}
+
+/// Ends `call` with `error`, containing a panic of its argument's `Drop`.
+pub(super) fn fail(call: RemoteCall, error: Error) {
+    let function = call.function();
+    contain(
+        || format!("failing a call of {function}"),
+        move || call.fail(error),
+    );
 }
 
 /// A worker finished call `id`.
@@ -142,11 +194,8 @@ pub(super) fn on_done(
     drop(stdin); // a recycled worker exits once its stdin closes
     if let Some(call) = call {
         match outcome {
-            Ok(bytes) => {
-                let mut de = postcard::Deserializer::from_bytes(&bytes);
-                call.deliver(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut de));
-            }
-            Err(error) => call.fail(error.into()),
+            Ok(bytes) => deliver(call, &bytes),
+            Err(error) => fail(call, error.into()),
         }
     }
     if retire {

@@ -31,7 +31,7 @@ use leasepool_core::{BackendPool, BrokenSignal, Error, PoolContext, RemoteCall, 
 
 use crate::ProcessBackend;
 use crate::worker::{is_worker_process, parent_registry};
-use dispatch::{encode_call, pump};
+use dispatch::{cancel, encode_call, fail, pump};
 use spawn::{abandon, await_handshake, new_token, start_worker};
 
 /// One pool of the process backend: `workers_per_pool` worker processes.
@@ -221,7 +221,7 @@ impl BackendPool for ProcessPool {
         let frame = match encode_call(id, &call) {
             Ok(frame) => frame,
             Err(error) => {
-                call.fail(error);
+                fail(call, error);
                 return;
             }
         };
@@ -230,12 +230,12 @@ impl BackendPool for ProcessPool {
             if let Some(reason) = &state.broken {
                 let error = Error::Broken(reason.clone());
                 drop(state);
-                call.fail(error);
+                fail(call, error);
                 return;
             }
             if state.closed {
                 drop(state);
-                drop(call); // cancelled
+                cancel(call);
                 return;
             }
             state.queue.push_back(Queued { id, frame, call });
@@ -258,7 +258,9 @@ impl BackendPool for ProcessPool {
         // Closing stdin: each worker exits after its current call, and its
         // reader reaps it.
         drop(stdins);
-        drop(queued); // cancelled
+        for queued in queued {
+            cancel(queued.call);
+        }
     }
 
     fn revoke(&self) {
@@ -335,7 +337,7 @@ fn break_pool(shared: &Shared, reason: String) {
     // Report first, so a caller woken by the failure sees its lease ended.
     shared.broken_signal.report(&reason);
     for queued in queued {
-        queued.call.fail(Error::Broken(reason.clone()));
+        fail(queued.call, Error::Broken(reason.clone()));
     }
     for child in children {
         kill(&child);
@@ -369,6 +371,6 @@ fn worker_ended(shared: &Shared, index: usize, pid: u32, status: &str, detail: O
             let broken = shared.lock().broken.clone();
             Error::Broken(broken.unwrap_or(reason))
         };
-        call.fail(error);
+        fail(call, error);
     }
 }

@@ -1,0 +1,469 @@
+//! The process backend against hostile user code: `Serialize` and
+//! `Deserialize` impls that panic, results over the frame limit, frozen
+//! workers, workers that start processes of their own, stderr that never
+//! stops, and the resource controls that bound a worker.
+//!
+//! No test harness, as in `process.rs`: `main` first calls
+//! `leasepool_process::init`, so a copy of this binary started as a worker
+//! serves calls instead of running the scenarios. Every wait is a poll
+//! against a deadline, never a sleep that hopes.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use leasepool_core::{
+    Error, ExecutorLease, JobHandle, LeasedExecutorManager, StopMode, WorkGrinder,
+};
+use leasepool_process::{ProcessBackend, Registry, init};
+use serde::de::{Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Every wait in this file is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ------------------------------------------------------------ hostile types
+
+/// Decodes by panicking inside its visitor (the common shape: a derived
+/// type with a hostile field).
+#[derive(Debug)]
+struct PanicsInVisitor(u8);
+
+impl Serialize for PanicsInVisitor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsInVisitor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PanicsInVisitor;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a u8")
+            }
+            fn visit_u8<E>(self, _: u8) -> Result<PanicsInVisitor, E> {
+                panic!("hostile Deserialize")
+            }
+        }
+        d.deserialize_u8(V)
+    }
+}
+
+/// A derived result with a hostile field.
+#[derive(Debug, Serialize, Deserialize)]
+struct Nested {
+    ok: u32,
+    bad: PanicsInVisitor,
+}
+
+/// Panics in the body of `deserialize`, before touching the deserializer.
+#[derive(Debug, Serialize)]
+struct PanicsInBody;
+
+impl<'de> Deserialize<'de> for PanicsInBody {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("hostile Deserialize body")
+    }
+}
+
+/// Panics when serialised.
+#[derive(Debug, Deserialize)]
+struct PanicsOnEncode(u8);
+
+impl Serialize for PanicsOnEncode {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("hostile Serialize")
+    }
+}
+
+// ---------------------------------------------------------------- functions
+
+fn add((a, b): (u64, u64)) -> u64 {
+    a + b
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn returns_hostile_nested(ok: u32) -> Nested {
+    Nested {
+        ok,
+        bad: PanicsInVisitor(1),
+    }
+}
+
+fn returns_hostile_body(_: ()) -> PanicsInBody {
+    PanicsInBody
+}
+
+fn takes_hostile(_: PanicsInVisitor) -> u8 {
+    1
+}
+
+fn returns_unencodable(x: u8) -> PanicsOnEncode {
+    PanicsOnEncode(x)
+}
+
+fn takes_unencodable(x: PanicsOnEncode) -> u8 {
+    x.0
+}
+
+/// A few bytes more than the frame limit (64 MiB) once framed (a string
+/// encodes in one piece, fast even in a debug build).
+fn oversized(_: ()) -> String {
+    "x".repeat(64 << 20)
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .register(add)
+        .register(pid)
+        .register(sleep_ms)
+        .register(returns_hostile_nested)
+        .register(returns_hostile_body)
+        .register(takes_hostile)
+        .register(returns_unencodable)
+        .register(takes_unencodable)
+        .register(oversized)
+}
+
+// ------------------------------------------------------------------ helpers
+
+type Outcome = Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!("{} (line {})", format!($($msg)+), line!()));
+        }
+    };
+}
+
+fn manager(
+    name: &str,
+    backend: ProcessBackend,
+    workers: usize,
+) -> LeasedExecutorManager<ProcessBackend> {
+    LeasedExecutorManager::builder(backend)
+        .max_pools(1)
+        .workers_per_pool(workers)
+        .name_prefix(name)
+        .build()
+        .expect("valid configuration")
+}
+
+fn started(
+    name: &str,
+    backend: ProcessBackend,
+    workers: usize,
+) -> Result<LeasedExecutorManager<ProcessBackend>, String> {
+    let m = manager(name, backend, workers);
+    m.start_blocking().map_err(|e| e.to_string())?;
+    Ok(m)
+}
+
+fn lease_on(
+    m: &LeasedExecutorManager<ProcessBackend>,
+) -> Result<ExecutorLease<ProcessBackend>, String> {
+    m.acquire()
+        .timeout(PATIENCE)
+        .blocking()
+        .map_err(|e| e.to_string())
+}
+
+/// The job's outcome, or a test failure if it has none within [`PATIENCE`].
+fn outcome<T>(mut handle: JobHandle<T>) -> Result<Result<T, Error>, String> {
+    handle
+        .wait_timeout(PATIENCE)
+        .ok_or_else(|| format!("a job had no outcome within {PATIENCE:?}"))
+}
+
+/// Runs `f` on a thread and fails if it does not return within
+/// [`PATIENCE`] (a hung `stop()` fails the test instead of hanging it).
+fn within<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(PATIENCE)
+        .map_err(|_| format!("{what} did not return within {PATIENCE:?}"))
+}
+
+/// Stops `m`, failing if that hangs.
+fn stop(m: LeasedExecutorManager<ProcessBackend>) -> Outcome {
+    within("stop()", move || m.stop_blocking())
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...), `None` if
+/// it does not exist.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Gone and reaped (a zombie still has a `/proc` entry).
+fn reaped(pid: u32) -> bool {
+    process_state(pid).is_none()
+}
+
+/// The pids of this process's children that are zombies (exited, never
+/// reaped).
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let mut fields = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest)
+                    .unwrap_or("")
+                    .split_whitespace();
+                let state = fields.next();
+                let parent = fields.next();
+                state == Some("Z") && parent == Some(me.as_str())
+            })
+        })
+        .collect()
+}
+
+fn is_serialization(got: &Result<impl std::fmt::Debug, Error>, needles: &[&str]) -> bool {
+    matches!(got, Err(Error::Serialization(message)) if needles.iter().all(|n| message.contains(n)))
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// 1. Panicking `Deserialize`/`Serialize` impls on either side fail their
+///    own call with `Error::Serialization`; the same worker serves on and
+///    is reaped at stop.
+fn hostile_serde_impls_fail_only_their_call() -> Outcome {
+    let m = started("lpa-serde", ProcessBackend::new(), 1)?;
+    let lease = lease_on(&m)?;
+    let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+
+    // The result's Deserialize panics in the parent, on the reader thread.
+    let got = outcome(lease.submit_call(returns_hostile_nested, 5).unwrap())?;
+    check!(
+        is_serialization(
+            &got,
+            &["returns_hostile_nested", "panicked", "hostile Deserialize"]
+        ),
+        "a result whose Deserialize panics: {got:?}"
+    );
+    // The argument's Deserialize panics in the worker.
+    let got = outcome(
+        lease
+            .submit_call(takes_hostile, PanicsInVisitor(3))
+            .unwrap(),
+    )?;
+    check!(
+        is_serialization(&got, &["takes_hostile", "panicked", "hostile Deserialize"]),
+        "an argument whose Deserialize panics in the worker: {got:?}"
+    );
+    // The result's Serialize panics in the worker.
+    let got = outcome(lease.submit_call(returns_unencodable, 3).unwrap())?;
+    check!(
+        is_serialization(
+            &got,
+            &["returns_unencodable", "panicked", "hostile Serialize"]
+        ),
+        "a result whose Serialize panics in the worker: {got:?}"
+    );
+    // The argument's Serialize panics in the parent, in execute.
+    let got = outcome(
+        lease
+            .submit_call(takes_unencodable, PanicsOnEncode(1))
+            .unwrap(),
+    )?;
+    check!(
+        is_serialization(
+            &got,
+            &["takes_unencodable", "panicked", "hostile Serialize"]
+        ),
+        "an argument whose Serialize panics in the parent: {got:?}"
+    );
+    // The same worker is still idle and serving: nothing hangs.
+    for i in 0..3 {
+        let got = outcome(lease.submit_call(add, (i, 1)).unwrap())?;
+        check!(got == Ok(i + 1), "call {i} after the hostile ones: {got:?}");
+    }
+    let same = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(
+        same == worker,
+        "the worker was replaced ({worker} -> {same})"
+    );
+    drop(lease);
+    stop(m)?;
+    check!(
+        reaped(worker),
+        "worker {worker} not reaped after stop ({:?})",
+        process_state(worker)
+    );
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
+/// 1 (rest). A result whose `Deserialize` panics in its own body, outside
+/// any deserializer method: the process backend keeps its reader and the
+/// worker alive, but the outcome itself is decided in leasepool-core
+/// (`RemoteCall::deliver`), which must catch the panic. Run it by name.
+fn hostile_deserialize_body() -> Outcome {
+    let m = started("lpa-body", ProcessBackend::new(), 1)?;
+    let lease = lease_on(&m)?;
+    let got = outcome(lease.submit_call(returns_hostile_body, ()).unwrap())?;
+    check!(
+        matches!(&got, Err(Error::Serialization(m) | Error::Panicked(m)) if m.contains("hostile Deserialize body")),
+        "a result whose Deserialize body panics: {got:?}"
+    );
+    let got = outcome(lease.submit_call(add, (1, 1)).unwrap())?;
+    check!(got == Ok(2), "the worker serves on: {got:?}");
+    drop(lease);
+    stop(m)
+}
+
+/// 2. Through the grinder: an argument whose `Serialize` panics fails its
+///    item alone; later items run and `stop()` returns.
+fn grinder_survives_hostile_argument() -> Outcome {
+    let m = started("lpa-grind", ProcessBackend::new(), 2)?;
+    let g = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(4)
+        .max_wait(Duration::from_millis(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    g.start_blocking().map_err(|e| e.to_string())?;
+    let before = g.enqueue_call(add, (1, 1)).map_err(|e| e.to_string())?;
+    let hostile = g
+        .enqueue_call(takes_unencodable, PanicsOnEncode(1))
+        .map_err(|e| e.to_string())?;
+    let after: Vec<_> = (0..6u64)
+        .map(|i| g.enqueue_call(add, (i, 10)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let got = outcome(hostile)?;
+    check!(
+        is_serialization(
+            &got,
+            &["takes_unencodable", "panicked", "hostile Serialize"]
+        ),
+        "the hostile item: {got:?}"
+    );
+    check!(outcome(before)? == Ok(2), "the item before");
+    for (i, handle) in (0..6u64).zip(after) {
+        let got = outcome(handle)?;
+        check!(got == Ok(i + 10), "item {i} after the hostile one: {got:?}");
+    }
+    // A later batch still runs.
+    let late = g.enqueue_call(add, (40, 2)).map_err(|e| e.to_string())?;
+    check!(outcome(late)? == Ok(42), "a later batch");
+    within("the grinder's stop()", move || {
+        g.stop_blocking(StopMode::Drain)
+    })?;
+    stop(m)
+}
+
+/// 3. A result over the frame limit fails its call with
+///    `Error::Serialization` naming the limit; the worker serves on.
+fn oversized_result_fails_only_its_call() -> Outcome {
+    let m = started("lpa-big", ProcessBackend::new(), 1)?;
+    let lease = lease_on(&m)?;
+    let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    let got = outcome(lease.submit_call(oversized, ()).unwrap())?;
+    check!(
+        matches!(&got, Err(Error::Serialization(m)) if m.contains("oversized") && m.contains("frame limit of 64 MiB")),
+        "an oversized result: {:?}",
+        got.map(|v| v.len())
+    );
+    let same = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(same == worker, "the worker was lost ({worker} -> {same})");
+    drop(lease);
+    stop(m)?;
+    check!(reaped(worker), "worker {worker} not reaped");
+    Ok(())
+}
+
+// --------------------------------------------------------------------- main
+
+type Scenario = (&'static str, fn() -> Outcome, bool);
+
+fn main() {
+    init(registry());
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("the adversarial tests hung for 5 minutes");
+        std::process::exit(2);
+    });
+    // (name, scenario, runs by default)
+    let scenarios: &[Scenario] = &[
+        (
+            "hostile_serde_impls_fail_only_their_call",
+            hostile_serde_impls_fail_only_their_call,
+            true,
+        ),
+        ("hostile_deserialize_body", hostile_deserialize_body, false),
+        (
+            "grinder_survives_hostile_argument",
+            grinder_survives_hostile_argument,
+            true,
+        ),
+        (
+            "oversized_result_fails_only_its_call",
+            oversized_result_fails_only_its_call,
+            true,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario, by_default) in scenarios {
+        let selected = if filter.is_empty() {
+            *by_default
+        } else {
+            filter.iter().any(|f| name.contains(f.as_str()))
+        };
+        if !selected {
+            println!("test {name} ... ignored");
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(scenario))
+            .unwrap_or_else(|p| Err(leasepool_core::panic_message(p.as_ref())));
+        match outcome {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.2?})", started.elapsed());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {why}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
