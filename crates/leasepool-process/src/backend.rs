@@ -63,6 +63,8 @@ pub struct ProcessBackend {
     pub(crate) handshake_timeout: Duration,
     pub(crate) busy_poll: Duration,
     pub(crate) logging: ProcessLogging,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) call_timeout: Option<Duration>,
 }
 
 /// The longest `busy_poll` window accepted.
@@ -79,6 +81,8 @@ impl Default for ProcessBackend {
             handshake_timeout: Duration::from_secs(10),
             busy_poll: Duration::from_micros(100),
             logging: ProcessLogging::default(),
+            shutdown_grace: Duration::from_secs(5),
+            call_timeout: None,
         }
     }
 }
@@ -163,6 +167,22 @@ impl ProcessBackend {
         self
     }
 
+    /// How long a pool's workers may take to exit once the pool shuts down
+    /// (`stop()`, a revoked lease, a broken pool, a pool above the desired
+    /// count) before they are killed. Default 5 s.
+    ///
+    /// Shutting down closes each worker's stdin, which asks it to exit once
+    /// its current call is done. A worker still there after `grace` (a
+    /// long or stuck call, a process frozen with `SIGSTOP`) is killed with
+    /// `SIGKILL`, together with its process group, and reaped; its call
+    /// fails with `Error::Broken` naming the grace. So `stop()` never waits
+    /// much longer than `grace` for the workers. `Duration::ZERO` kills
+    /// running calls at once.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// Forwards the workers' logs to the parent; see [`ProcessLogging`].
     pub fn logging(mut self, logging: ProcessLogging) -> Self {
         self.logging = logging;
@@ -203,6 +223,7 @@ impl ExecutorBackend for ProcessBackend {
                 reason: "is too large: now + timeout overflows".to_owned(),
             });
         }
+        check_deadline("shutdown_grace", self.shutdown_grace)?;
         if self.busy_poll > BUSY_POLL_MAX {
             return Err(Error::InvalidConfig {
                 field: "busy_poll",
@@ -222,4 +243,15 @@ impl ExecutorBackend for ProcessBackend {
         }
         Ok(())
     }
+}
+
+/// `now + duration` must not overflow (a deadline is computed from it).
+fn check_deadline(field: &'static str, duration: Duration) -> Result<(), Error> {
+    if std::time::Instant::now().checked_add(duration).is_none() {
+        return Err(Error::InvalidConfig {
+            field,
+            reason: format!("{duration:?} is too large: now + {field} overflows"),
+        });
+    }
+    Ok(())
 }

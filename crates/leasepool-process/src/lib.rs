@@ -76,6 +76,22 @@
 //! [`ProcessBackend::kill_on_hard_expiry`], revoking a lease kills its
 //! pool's workers.
 //!
+//! On Unix each worker runs in a process group of its own, and every kill
+//! (hard expiry, a broken pool, a time limit, the end of the shutdown
+//! grace) takes the whole group: processes a worker starts do not outlive
+//! it. When a worker exits, whatever is left in its group is killed as it
+//! is reaped. (A process that moves itself to another group or session
+//! escapes this; the pool then stops reading its stderr shortly after the
+//! worker is reaped.) Being in their own group, workers do not get the
+//! terminal's `SIGINT`; they exit when the parent goes away.
+//!
+//! A pool that shuts down asks its workers to exit (their stdin closes)
+//! and kills those still running after
+//! [`ProcessBackend::shutdown_grace`] (default 5 s): a stuck or frozen
+//! worker cannot make `stop()` hang, and its call fails with
+//! `Error::Broken`. The threads serving a worker (its reader, the stderr
+//! forwarder, the pool's watchdog) have all ended when `stop()` returns.
+//!
 //! Log records emitted in workers can be forwarded to the parent's logger:
 //! see [`ProcessLogging`].
 

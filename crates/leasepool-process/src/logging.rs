@@ -1,7 +1,9 @@
 //! Log forwarding: `log` records (and optionally stderr lines) of worker
 //! processes re-emitted through the parent's logger.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
+#[cfg(not(unix))]
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -174,25 +176,90 @@ impl ProcessLogging {
         );
     }
 
-    /// Logs each line of a worker's stderr until it closes.
-    pub(crate) fn forward_stderr(&self, pid: u32, stderr: impl Read) {
-        for line in BufReader::new(stderr).split(b'\n') {
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches('\r');
-            if Level::Warn > log::max_level() {
-                continue;
+    /// Logs each line of a worker's stderr until it closes. Once
+    /// `reaped()` (the worker is gone and its process group killed), it
+    /// reads what is left for at most [`STDERR_DRAIN`]: a process that left
+    /// the worker's group may hold the pipe open (and write to it) for
+    /// ever, and must not keep this thread, and so `stop()`, waiting.
+    #[cfg(unix)]
+    pub(crate) fn forward_stderr(
+        &self,
+        pid: u32,
+        mut stderr: impl Read + std::os::fd::AsFd,
+        reaped: impl Fn() -> bool,
+    ) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        let mut pending = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let mut drain_until = None;
+        loop {
+            let gone = match drain_until {
+                Some(until) if std::time::Instant::now() >= until => break,
+                Some(_) => true,
+                None if reaped() => {
+                    drain_until = Some(std::time::Instant::now() + STDERR_DRAIN);
+                    true
+                }
+                None => false,
+            };
+            let mut fds = [PollFd::new(&stderr, PollFlags::IN)];
+            match poll(&mut fds, Some(&tick)) {
+                Ok(0) if gone => break,
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
             }
-            log::logger().log(
-                &Record::builder()
-                    .level(Level::Warn)
-                    .target(&self.target)
-                    .args(format_args!("[worker {pid}] stderr: {line}"))
-                    .build(),
-            );
+            match stderr.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    pending.extend_from_slice(&buffer[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        self.stderr_line(pid, &line[..end]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            self.stderr_line(pid, &pending);
         }
     }
+
+    /// Logs each line of a worker's stderr until it closes.
+    #[cfg(not(unix))]
+    pub(crate) fn forward_stderr(&self, pid: u32, stderr: impl Read, _reaped: impl Fn() -> bool) {
+        for line in BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { break };
+            self.stderr_line(pid, &line);
+        }
+    }
+
+    fn stderr_line(&self, pid: u32, line: &[u8]) {
+        if Level::Warn > log::max_level() {
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        log::logger().log(
+            &Record::builder()
+                .level(Level::Warn)
+                .target(&self.target)
+                .args(format_args!("[worker {pid}] stderr: {line}"))
+                .build(),
+        );
+    }
 }
+
+/// How long a worker's stderr is still read once the worker is reaped.
+#[cfg(unix)]
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn level_from_u8(level: u8) -> Level {
     match level {

@@ -9,6 +9,7 @@
 //! against a deadline, never a sleep that hopes.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use leasepool_core::{
@@ -121,6 +122,34 @@ fn oversized(_: ()) -> String {
     "x".repeat(64 << 20)
 }
 
+/// Starts `sleep secs` (in the worker's process group) and returns its pid
+/// without waiting for it.
+fn spawn_grandchild(secs: u32) -> u32 {
+    std::process::Command::new("sleep")
+        .arg(secs.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map(|child| child.id())
+        .unwrap_or(0)
+}
+
+/// Starts a shell that writes `tick` to the (inherited) stderr every 20 ms;
+/// with `escape`, in a process group of its own, out of reach of the
+/// worker's group. Returns its pid.
+fn spawn_ticker(escape: bool) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "while :; do echo tick >&2; sleep 0.02; done"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    if escape {
+        command.process_group(0);
+    }
+    command.spawn().map(|child| child.id()).unwrap_or(0)
+}
+
 fn registry() -> Registry {
     Registry::new()
         .register(add)
@@ -132,6 +161,8 @@ fn registry() -> Registry {
         .register(returns_unencodable)
         .register(takes_unencodable)
         .register(oversized)
+        .register(spawn_grandchild)
+        .register(spawn_ticker)
 }
 
 // ------------------------------------------------------------------ helpers
@@ -183,6 +214,17 @@ fn outcome<T>(mut handle: JobHandle<T>) -> Result<Result<T, Error>, String> {
     handle
         .wait_timeout(PATIENCE)
         .ok_or_else(|| format!("a job had no outcome within {PATIENCE:?}"))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Outcome {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// Runs `f` on a thread and fails if it does not return within
@@ -243,6 +285,68 @@ fn zombie_children() -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// Gone, or a zombie waiting for whoever adopted it (an orphan's new
+/// parent may be slow to reap, or never reap in a minimal container).
+fn exited(pid: u32) -> bool {
+    matches!(process_state(pid), None | Some('Z' | 'X'))
+}
+
+fn signal(pid: u32, signal: &str) -> Outcome {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    check!(status.success(), "kill {signal} {pid}: {status}");
+    Ok(())
+}
+
+/// The names of this process's threads that start with `prefix`.
+fn threads_named(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// Forwarded stderr lines, captured from the `log` records.
+struct Captured(Mutex<Vec<String>>);
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args().to_string();
+        if message.contains("stderr: ") {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(message);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Captured = Captured(Mutex::new(Vec::new()));
+
+/// How many `tick` lines from worker `pid` were forwarded.
+fn ticks_from(pid: u32) -> usize {
+    let needle = format!("[worker {pid}] stderr: tick");
+    LOGGER
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|m| m.contains(&needle))
+        .count()
 }
 
 fn is_serialization(got: &Result<impl std::fmt::Debug, Error>, needles: &[&str]) -> bool {
@@ -403,12 +507,143 @@ fn oversized_result_fails_only_its_call() -> Outcome {
     Ok(())
 }
 
+/// 4. A frozen worker (`SIGSTOP`) does not hold `stop()`: after
+///    `shutdown_grace` it is killed and reaped, and its call fails.
+fn frozen_worker_is_killed_after_the_grace() -> Outcome {
+    let backend = ProcessBackend::new().shutdown_grace(Duration::from_millis(300));
+    let m = started("lpa-frozen", backend, 1)?;
+    let lease = lease_on(&m)?;
+    let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    let pending = lease.submit_call(sleep_ms, 2_000).unwrap();
+    signal(worker, "-STOP")?;
+    wait_until("the worker is stopped", || {
+        process_state(worker) == Some('T')
+    })?;
+    drop(lease); // draining: the call is still pending
+    let took = Instant::now();
+    stop(m)?;
+    let took = took.elapsed();
+    check!(took < Duration::from_secs(10), "stop() took {took:?}");
+    let got = outcome(pending)?;
+    check!(
+        matches!(&got, Err(Error::Broken(m)) if m.contains("shutdown_grace") && m.contains("300ms")),
+        "the frozen worker's call: {got:?}"
+    );
+    check!(
+        reaped(worker),
+        "worker {worker} not reaped: {:?}",
+        process_state(worker)
+    );
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
+/// 5. A process a worker started dies with it: at `stop()`, and when a
+///    lease's hard expiry kills the workers.
+fn grandchildren_do_not_survive() -> Outcome {
+    let m = started("lpa-grand", ProcessBackend::new(), 1)?;
+    let lease = lease_on(&m)?;
+    let grandchild =
+        outcome(lease.submit_call(spawn_grandchild, 60).unwrap())?.map_err(|e| e.to_string())?;
+    check!(
+        grandchild != 0 && !exited(grandchild),
+        "the grandchild runs"
+    );
+    drop(lease);
+    stop(m)?;
+    wait_until("the grandchild is killed at stop()", || exited(grandchild))?;
+
+    let backend = ProcessBackend::new().kill_on_hard_expiry(true);
+    let m = LeasedExecutorManager::builder(backend)
+        .max_pools(1)
+        .workers_per_pool(1)
+        .lease_grace(Duration::ZERO)
+        .name_prefix("lpa-grand2")
+        .build()
+        .map_err(|e| e.to_string())?;
+    m.start_blocking().map_err(|e| e.to_string())?;
+    let lease = m
+        .acquire()
+        .lease(Duration::from_millis(500))
+        .timeout(PATIENCE)
+        .blocking()
+        .map_err(|e| e.to_string())?;
+    let grandchild =
+        outcome(lease.submit_call(spawn_grandchild, 60).unwrap())?.map_err(|e| e.to_string())?;
+    check!(
+        grandchild != 0 && !exited(grandchild),
+        "the second grandchild runs"
+    );
+    let got = outcome(lease.submit_call(sleep_ms, 60_000).unwrap())?;
+    check!(
+        matches!(&got, Err(Error::Broken(m)) if m.contains("hard expiry")),
+        "the call killed at hard expiry: {got:?}"
+    );
+    wait_until("the grandchild is killed at hard expiry", || {
+        exited(grandchild)
+    })?;
+    drop(lease);
+    stop(m)?;
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
+/// 6. The stderr forwarder ends by the time `stop()` returns, even when a
+///    process that left the worker's group keeps the pipe open.
+fn stderr_forwarding_ends_at_stop() -> Outcome {
+    use leasepool_process::ProcessLogging;
+    for escape in [false, true] {
+        let backend = ProcessBackend::new().logging(ProcessLogging::new().stderr(true));
+        let m = started("lpa-err", backend, 1)?;
+        let lease = lease_on(&m)?;
+        let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+        let ticker = outcome(lease.submit_call(spawn_ticker, escape).unwrap())?
+            .map_err(|e| e.to_string())?;
+        check!(ticker != 0, "the ticker started");
+        wait_until("ticks are forwarded", || ticks_from(worker) >= 2)?;
+        drop(lease);
+        let result = stop(m);
+        let at_stop = ticks_from(worker);
+        let threads = threads_named("lpa-err");
+        if escape {
+            signal(ticker, "-KILL")?;
+        }
+        result?;
+        check!(
+            threads.iter().all(|t| !t.ends_with("-err")),
+            "escape={escape}: the stderr thread outlived stop(): {threads:?}"
+        );
+        if !escape {
+            wait_until("the ticker dies with the worker's group", || exited(ticker))?;
+        }
+        wait_until("the pool's threads are gone", || {
+            threads_named("lpa-err").is_empty()
+        })?;
+        check!(
+            ticks_from(worker) == at_stop,
+            "escape={escape}: lines forwarded after stop() returned ({at_stop} -> {})",
+            ticks_from(worker)
+        );
+    }
+    Ok(())
+}
+
 // --------------------------------------------------------------------- main
 
 type Scenario = (&'static str, fn() -> Outcome, bool);
 
 fn main() {
     init(registry());
+    log::set_logger(&LOGGER).expect("no other logger");
+    log::set_max_level(log::LevelFilter::Warn);
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(300));
         eprintln!("the adversarial tests hung for 5 minutes");
@@ -430,6 +665,21 @@ fn main() {
         (
             "oversized_result_fails_only_its_call",
             oversized_result_fails_only_its_call,
+            true,
+        ),
+        (
+            "frozen_worker_is_killed_after_the_grace",
+            frozen_worker_is_killed_after_the_grace,
+            true,
+        ),
+        (
+            "grandchildren_do_not_survive",
+            grandchildren_do_not_survive,
+            true,
+        ),
+        (
+            "stderr_forwarding_ends_at_stop",
+            stderr_forwarding_ends_at_stop,
             true,
         ),
     ];

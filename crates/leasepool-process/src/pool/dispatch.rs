@@ -42,7 +42,11 @@ pub(super) fn pump(shared: &Shared) {
                 call: queued.call,
                 sent: Instant::now(),
             });
-            (queued.frame, stdin, worker.index)
+            let index = worker.index;
+            if shared.config.backend.call_timeout.is_some() {
+                shared.changed.notify_all();
+            }
+            (queued.frame, stdin, index)
         };
         write_call(shared, index, stdin, frame);
     }
@@ -199,7 +203,7 @@ pub(super) fn on_done(
         }
     }
     if retire {
-        replace_worker(shared);
+        replace_worker(shared, "a recycled worker");
     }
     pump(shared);
 }

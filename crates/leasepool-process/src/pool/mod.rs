@@ -2,7 +2,10 @@
 //! calls, one reader thread per worker, and reaping.
 //!
 //! Threads per worker: a *reader* (holds the worker's `WorkerGuard`, reads
-//! its frames, reaps it) and, with stderr forwarding, a stderr reader.
+//! its frames, reaps it) and, with stderr forwarding, a stderr reader (also
+//! holding a guard). Per pool: a *watchdog* (`watchdog.rs`) that kills
+//! workers past the shutdown grace or a call's time limit. Each worker is
+//! its own process group; kills and reaping take the group (`group.rs`).
 //!
 //! Calls are encoded by the caller of `execute`, before the pool's lock is
 //! taken. A worker is handed one call at a time, and only once it has
@@ -15,16 +18,18 @@
 //! held.
 
 mod dispatch;
+mod group;
 mod linger;
 mod reader;
 mod spawn;
+mod watchdog;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use leasepool_core::{BackendPool, BrokenSignal, Error, PoolContext, RemoteCall, Task};
@@ -32,6 +37,7 @@ use leasepool_core::{BackendPool, BrokenSignal, Error, PoolContext, RemoteCall, 
 use crate::ProcessBackend;
 use crate::worker::{is_worker_process, parent_registry};
 use dispatch::{cancel, encode_call, fail, pump};
+use group::kill;
 use spawn::{abandon, await_handshake, new_token, start_worker};
 
 /// One pool of the process backend: `workers_per_pool` worker processes.
@@ -65,6 +71,10 @@ struct Shared {
     /// A moving average of how long workers take to answer a call, in
     /// nanoseconds (0: no call answered yet).
     service_nanos: AtomicU64,
+    /// Signalled (with `state` locked) when the watchdog may have something
+    /// new to do: a call dispatched under a time limit, the pool shut down,
+    /// a worker gone.
+    changed: Condvar,
 }
 
 /// The backend options a pool needs, fixed at creation.
@@ -79,6 +89,8 @@ struct Config {
 struct State {
     /// Shut down: no new work, no replacements.
     closed: bool,
+    /// When `shutdown` was first called (the start of `shutdown_grace`).
+    closed_at: Option<Instant>,
     /// Revoked with `kill_on_hard_expiry`: the workers were killed.
     revoked: bool,
     /// Set once when the pool breaks; later calls fail with it.
@@ -102,6 +114,16 @@ struct Worker {
     jobs: usize,
     /// Told to exit (recycling): takes no more calls, its exit is expected.
     retiring: bool,
+    /// Killed on purpose (by the watchdog): why, for its call's error.
+    killed: Option<Kill>,
+}
+
+/// Why a worker was killed on purpose.
+struct Kill {
+    /// The error its in-flight call fails with.
+    reason: String,
+    /// Start a worker in its place once it is reaped.
+    replace: bool,
 }
 
 impl Worker {
@@ -126,12 +148,6 @@ struct Queued {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn kill(child: &Mutex<Option<Child>>) {
-    if let Some(child) = lock(child).as_mut() {
-        let _ = child.kill();
-    }
 }
 
 impl ProcessPool {
@@ -170,7 +186,10 @@ impl ProcessPool {
             ctx,
             next_call: AtomicU64::new(0),
             service_nanos: AtomicU64::new(0),
+            changed: Condvar::new(),
         });
+        watchdog::start(&shared)
+            .map_err(|e| Error::Broken(format!("cannot start the pool's watchdog thread: {e}")))?;
         let deadline = Instant::now() + backend.handshake_timeout;
         let mut pending = Vec::new();
         for _ in 0..shared.ctx.workers() {
@@ -247,6 +266,8 @@ impl BackendPool for ProcessPool {
         let (queued, stdins) = {
             let mut state = self.shared.lock();
             state.closed = true;
+            state.closed_at.get_or_insert_with(Instant::now);
+            self.shared.changed.notify_all();
             let queued: Vec<Queued> = state.queue.drain(..).collect();
             let stdins: Vec<_> = state
                 .workers
@@ -256,7 +277,8 @@ impl BackendPool for ProcessPool {
             (queued, stdins)
         };
         // Closing stdin: each worker exits after its current call, and its
-        // reader reaps it.
+        // reader reaps it. The watchdog kills those still there after
+        // `shutdown_grace`.
         drop(stdins);
         for queued in queued {
             cancel(queued.call);
@@ -298,7 +320,7 @@ impl Shared {
 
 /// Starts a worker in place of a recycled one, breaking the pool if that
 /// fails.
-fn replace_worker(shared: &Arc<Shared>) {
+fn replace_worker(shared: &Arc<Shared>, which: &str) {
     let deadline = Instant::now() + shared.config.backend.handshake_timeout;
     let result = match start_worker(shared) {
         Ok(None) => Ok(()),
@@ -309,10 +331,7 @@ fn replace_worker(shared: &Arc<Shared>) {
         }),
     };
     if let Err(reason) = result {
-        break_pool(
-            shared,
-            format!("cannot replace a recycled worker: {reason}"),
-        );
+        break_pool(shared, format!("cannot replace {which}: {reason}"));
     }
 }
 
@@ -346,14 +365,25 @@ fn break_pool(shared: &Shared, reason: String) {
 
 /// A worker's reader is done and the process reaped: forget the worker,
 /// fail its in-flight call, and break the pool if the exit was unexpected.
-fn worker_ended(shared: &Shared, index: usize, pid: u32, status: &str, detail: Option<String>) {
+fn worker_ended(
+    shared: &Arc<Shared>,
+    index: usize,
+    pid: u32,
+    status: &str,
+    detail: Option<String>,
+) {
     let (worker, unexpected, revoked) = {
         let mut state = shared.lock();
         let Some(position) = state.workers.iter().position(|w| w.index == index) else {
             return;
         };
         let worker = state.workers.remove(position);
-        let unexpected = worker.ready && !worker.retiring && !state.closed && !state.revoked;
+        shared.changed.notify_all();
+        let unexpected = worker.ready
+            && !worker.retiring
+            && worker.killed.is_none()
+            && !state.closed
+            && !state.revoked;
         (worker, unexpected, state.revoked)
     };
     let detail = detail.map(|d| format!(" {d}")).unwrap_or_default();
@@ -362,7 +392,9 @@ fn worker_ended(shared: &Shared, index: usize, pid: u32, status: &str, detail: O
         break_pool(shared, reason.clone());
     }
     if let Some(InFlight { call, .. }) = worker.in_flight {
-        let error = if revoked {
+        let error = if let Some(kill) = &worker.killed {
+            Error::Broken(kill.reason.clone())
+        } else if revoked {
             Error::Broken(format!(
                 "worker process {pid} was killed because its lease passed its hard expiry"
             ))
@@ -372,5 +404,9 @@ fn worker_ended(shared: &Shared, index: usize, pid: u32, status: &str, detail: O
             Error::Broken(broken.unwrap_or(reason))
         };
         fail(call, error);
+    }
+    if worker.killed.is_some_and(|kill| kill.replace) {
+        replace_worker(shared, "a worker killed for overrunning call_timeout");
+        pump(shared);
     }
 }

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use leasepool_core::WorkerGuard;
 
 use super::dispatch::{on_done, pump};
+use super::group::{kill, reap};
 use super::linger::linger;
-use super::spawn::{HandshakeError, handshake, not_a_worker, reap};
-use super::{Shared, kill, worker_ended};
+use super::spawn::{HandshakeError, handshake, not_a_worker};
+use super::{Shared, worker_ended};
 use crate::protocol::{FromWorker, read_frame};
 
 /// The reader thread of one worker: handshake, frames, reaping.

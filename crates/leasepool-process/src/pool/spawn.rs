@@ -6,18 +6,15 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use leasepool_core::Error;
 
+use super::group::{kill, own_group};
 use super::reader::read_worker;
-use super::{Shared, Worker, kill, lock};
+use super::{Shared, Worker, lock};
 use crate::protocol::{FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, WORKER_ENV, read_frame};
 use crate::registry::Fnv1a;
-
-/// How long a worker whose stdout closed may take to exit before it is
-/// killed (it normally exits within milliseconds).
-const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// A started worker whose handshake is pending.
 pub(super) struct Pending {
@@ -49,6 +46,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
         } else {
             Stdio::inherit()
         });
+    own_group(&mut command);
     if backend.logging.enabled {
         command.env(LOG_LEVEL_ENV, backend.logging.level.to_string());
     } else {
@@ -68,10 +66,25 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
     let name = shared.ctx.worker_name(index);
 
     if let Some(stderr) = stderr {
+        // Holds a guard, so `stop()` returns only once it has ended: at the
+        // end of the pipe, which closes when the worker's group is killed
+        // at reaping, or soon after reaping if something else holds it.
         let logging = backend.logging.clone();
-        let _ = thread::Builder::new()
+        let guard = shared.ctx.worker_guard();
+        let child = child.clone();
+        let forwarder = move || {
+            logging.forward_stderr(pid, stderr, || lock(&child).is_none());
+            drop(guard);
+        };
+        if let Err(e) = thread::Builder::new()
             .name(format!("{name}-err"))
-            .spawn(move || logging.forward_stderr(pid, stderr));
+            .spawn(forwarder)
+        {
+            log::warn!(
+                target: "leasepool",
+                "cannot start the stderr thread of worker process {pid} ({e}); its stderr is dropped"
+            );
+        }
     }
     let (hello_tx, hello) = channel();
     {
@@ -86,6 +99,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
             in_flight: None,
             jobs: 0,
             retiring: false,
+            killed: None,
         });
     }
     let reader = {
@@ -153,6 +167,8 @@ pub(super) fn abandon(shared: &Shared) {
     let children: Vec<_> = {
         let mut state = shared.lock();
         state.closed = true;
+        state.closed_at.get_or_insert_with(Instant::now);
+        shared.changed.notify_all();
         for worker in &mut state.workers {
             worker.stdin = None;
         }
@@ -217,44 +233,6 @@ pub(super) fn handshake(
         Err(e) => Err(HandshakeError::NotAWorker(format!(
             "it wrote something else to stdout: {e}"
         ))),
-    }
-}
-
-/// Waits for a worker whose stdout closed to exit; kills it if it lingers.
-/// Returns its exit status as text.
-pub(super) fn reap(child: &Mutex<Option<Child>>) -> String {
-    let deadline = Instant::now() + EXIT_GRACE;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        {
-            let mut slot = lock(child);
-            let Some(process) = slot.as_mut() else {
-                return "already reaped".to_owned();
-            };
-            match process.try_wait() {
-                Ok(Some(status)) => {
-                    *slot = None;
-                    return status.to_string();
-                }
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = process.kill();
-                    let status = process.wait();
-                    *slot = None;
-                    return match status {
-                        Ok(status) => format!("{status} (killed: it closed its stdout)"),
-                        Err(e) => format!("unknown status ({e})"),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    *slot = None;
-                    return format!("unknown status ({e})");
-                }
-            }
-        }
-        // The process is exiting (its stdout closed): a short, bounded wait.
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
