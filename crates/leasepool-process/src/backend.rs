@@ -183,6 +183,19 @@ impl ProcessBackend {
         self
     }
 
+    /// A time limit for each call, from when it is handed to a worker
+    /// (time spent queued for a free worker does not count). Default: none.
+    ///
+    /// A call still running after `limit` has its worker killed (`SIGKILL`,
+    /// with its process group) and fails with `Error::Broken`, whose
+    /// message names the function and the limit (`call_timeout`). The pool
+    /// is not broken: it starts a new worker in place of the killed one,
+    /// and the lease serves on. Must be greater than 0.
+    pub fn call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = Some(limit);
+        self
+    }
+
     /// Forwards the workers' logs to the parent; see [`ProcessLogging`].
     pub fn logging(mut self, logging: ProcessLogging) -> Self {
         self.logging = logging;
@@ -224,6 +237,10 @@ impl ExecutorBackend for ProcessBackend {
             });
         }
         check_deadline("shutdown_grace", self.shutdown_grace)?;
+        if let Some(limit) = self.call_timeout {
+            check_positive("call_timeout", limit)?;
+            check_deadline("call_timeout", limit)?;
+        }
         if self.busy_poll > BUSY_POLL_MAX {
             return Err(Error::InvalidConfig {
                 field: "busy_poll",
@@ -251,6 +268,16 @@ fn check_deadline(field: &'static str, duration: Duration) -> Result<(), Error> 
         return Err(Error::InvalidConfig {
             field,
             reason: format!("{duration:?} is too large: now + {field} overflows"),
+        });
+    }
+    Ok(())
+}
+
+fn check_positive(field: &'static str, duration: Duration) -> Result<(), Error> {
+    if duration.is_zero() {
+        return Err(Error::InvalidConfig {
+            field,
+            reason: "must be greater than 0".to_owned(),
         });
     }
     Ok(())

@@ -636,6 +636,74 @@ fn stderr_forwarding_ends_at_stop() -> Outcome {
     Ok(())
 }
 
+/// 7c. A call over `call_timeout` has its worker killed and fails with
+///     `Error::Broken` naming the limit; the pool replaces the worker and
+///     the lease serves on (a call queued behind it runs on the new one).
+fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
+    let backend = ProcessBackend::new().call_timeout(Duration::from_millis(300));
+    let m = started("lpa-limit", backend, 1)?;
+    let lease = lease_on(&m)?;
+    let first = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    let took = Instant::now();
+    let slow = lease.submit_call(sleep_ms, 10_000).unwrap();
+    let queued = lease.submit_call(add, (1, 2)).unwrap();
+    let got = outcome(slow)?;
+    check!(
+        matches!(&got, Err(Error::Broken(m)) if m.contains("sleep_ms") && m.contains("call_timeout") && m.contains("300ms")),
+        "the slow call: {got:?}"
+    );
+    check!(
+        took.elapsed() < Duration::from_secs(5),
+        "killed late: {:?}",
+        took.elapsed()
+    );
+    check!(outcome(queued)? == Ok(3), "the call queued behind it");
+    wait_until("the killed worker is reaped", || reaped(first))?;
+    let second = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(second != first, "the worker was not replaced");
+    // A call within the limit is unaffected.
+    check!(
+        outcome(lease.submit_call(sleep_ms, 50).unwrap())? == Ok(second),
+        "a short call"
+    );
+    drop(lease);
+    stop(m)?;
+    check!(reaped(second), "worker {second} not reaped");
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
+/// Every new option refuses values it cannot honour.
+fn bad_limits_are_invalid_config() -> Outcome {
+    let cases: Vec<(&str, ProcessBackend)> = vec![
+        (
+            "call_timeout",
+            ProcessBackend::new().call_timeout(Duration::ZERO),
+        ),
+        (
+            "call_timeout",
+            ProcessBackend::new().call_timeout(Duration::MAX),
+        ),
+        (
+            "shutdown_grace",
+            ProcessBackend::new().shutdown_grace(Duration::MAX),
+        ),
+    ];
+    for (field, backend) in cases {
+        let got = LeasedExecutorManager::builder(backend).max_pools(1).build();
+        check!(
+            matches!(&got, Err(Error::InvalidConfig { field: f, .. }) if *f == field),
+            "{field}: {:?}",
+            got.err()
+        );
+    }
+    Ok(())
+}
+
 // --------------------------------------------------------------------- main
 
 type Scenario = (&'static str, fn() -> Outcome, bool);
@@ -680,6 +748,16 @@ fn main() {
         (
             "stderr_forwarding_ends_at_stop",
             stderr_forwarding_ends_at_stop,
+            true,
+        ),
+        (
+            "call_timeout_kills_and_replaces_the_worker",
+            call_timeout_kills_and_replaces_the_worker,
+            true,
+        ),
+        (
+            "bad_limits_are_invalid_config",
+            bad_limits_are_invalid_config,
             true,
         ),
     ];
