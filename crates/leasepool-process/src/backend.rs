@@ -65,6 +65,9 @@ pub struct ProcessBackend {
     pub(crate) logging: ProcessLogging,
     pub(crate) shutdown_grace: Duration,
     pub(crate) call_timeout: Option<Duration>,
+    pub(crate) max_worker_age: Option<Duration>,
+    pub(crate) max_memory_per_worker: Option<u64>,
+    pub(crate) memory_limit: Option<u64>,
 }
 
 /// The longest `busy_poll` window accepted.
@@ -83,6 +86,9 @@ impl Default for ProcessBackend {
             logging: ProcessLogging::default(),
             shutdown_grace: Duration::from_secs(5),
             call_timeout: None,
+            max_worker_age: None,
+            max_memory_per_worker: None,
+            memory_limit: None,
         }
     }
 }
@@ -130,6 +136,43 @@ impl ProcessBackend {
     /// greater than 0.
     pub fn jobs_per_worker(mut self, n: usize) -> Self {
         self.jobs_per_worker = Some(n);
+        self
+    }
+
+    /// Replaces a worker once it has run for `age` (to bound slow leaks and
+    /// state that builds up): checked each time the worker finishes a call,
+    /// so an idle worker is replaced after its next call. As with
+    /// [`jobs_per_worker`](Self::jobs_per_worker), the worker finishes its
+    /// call and exits, and no call fails because of it. Default: none; must
+    /// be greater than 0.
+    pub fn max_worker_age(mut self, age: Duration) -> Self {
+        self.max_worker_age = Some(age);
+        self
+    }
+
+    /// Replaces a worker whose resident memory (RSS) has reached `bytes`,
+    /// checked each time it finishes a call (like Celery's
+    /// `max_memory_per_child`). The worker finishes its call and exits; no
+    /// call fails because of it. The parent reads `/proc/<pid>/statm`, so
+    /// this is supported on Linux only (`build()` refuses it elsewhere).
+    /// Default: none; must be greater than 0.
+    pub fn max_memory_per_worker(mut self, bytes: u64) -> Self {
+        self.max_memory_per_worker = Some(bytes);
+        self
+    }
+
+    /// A hard limit on each worker's address space, `bytes`, that the
+    /// worker applies to itself at start-up (`setrlimit(RLIMIT_AS)`, soft
+    /// and hard, before the initializer runs; Unix only, `build()` refuses
+    /// it elsewhere). An allocation over the limit fails in the worker: a
+    /// fallible one (`Vec::try_reserve`) returns an error, any other aborts
+    /// the worker, and its call fails with `Error::Broken` (the pool
+    /// breaks, as with any crash). The limit counts virtual memory (thread
+    /// stacks, allocator arenas), so leave room: a limit too small for the
+    /// worker to start fails its handshake. A worker built with an older
+    /// leasepool ignores it. Default: none; must be greater than 0.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -237,6 +280,21 @@ impl ExecutorBackend for ProcessBackend {
             });
         }
         check_deadline("shutdown_grace", self.shutdown_grace)?;
+        if let Some(age) = self.max_worker_age {
+            check_positive("max_worker_age", age)?;
+        }
+        check_bytes(
+            "max_memory_per_worker",
+            self.max_memory_per_worker,
+            cfg!(target_os = "linux"),
+            "Linux (it reads /proc/<pid>/statm)",
+        )?;
+        check_bytes(
+            "memory_limit",
+            self.memory_limit,
+            cfg!(unix),
+            "Unix (setrlimit)",
+        )?;
         if let Some(limit) = self.call_timeout {
             check_positive("call_timeout", limit)?;
             check_deadline("call_timeout", limit)?;
@@ -281,4 +339,24 @@ fn check_positive(field: &'static str, duration: Duration) -> Result<(), Error> 
         });
     }
     Ok(())
+}
+
+/// A byte count must be greater than 0 and the option supported here.
+fn check_bytes(
+    field: &'static str,
+    bytes: Option<u64>,
+    supported: bool,
+    platforms: &str,
+) -> Result<(), Error> {
+    match bytes {
+        Some(0) => Err(Error::InvalidConfig {
+            field,
+            reason: "must be greater than 0".to_owned(),
+        }),
+        Some(_) if !supported => Err(Error::InvalidConfig {
+            field,
+            reason: format!("is only supported on {platforms}"),
+        }),
+        _ => Ok(()),
+    }
 }

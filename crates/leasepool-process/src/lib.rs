@@ -102,6 +102,7 @@
 
 mod backend;
 mod guard;
+mod limits;
 mod logging;
 mod pool;
 mod protocol;

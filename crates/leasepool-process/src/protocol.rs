@@ -26,6 +26,10 @@ pub(crate) const WORKER_ENV: &str = "LEASEPOOL_PROCESS_WORKER";
 /// the level filter (`info`, `debug`, ...).
 pub(crate) const LOG_LEVEL_ENV: &str = "LEASEPOOL_PROCESS_LOG_LEVEL";
 
+/// Set in a worker's environment when the backend has a `memory_limit`;
+/// the value is the limit in bytes, applied by the worker to itself.
+pub(crate) const MEMORY_LIMIT_ENV: &str = "LEASEPOOL_PROCESS_MEMORY_LIMIT";
+
 /// Parent → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker {

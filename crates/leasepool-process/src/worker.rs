@@ -4,10 +4,11 @@ use std::io::{self, BufReader, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Registry;
+use crate::limits::{apply_memory_limit, parse_memory_limit};
 use crate::logging::{SharedOut, install_worker_logger};
 use crate::protocol::{
-    FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV, WorkerError, encode_frame,
-    read_frame,
+    FromWorker, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV,
+    WorkerError, encode_frame, read_frame,
 };
 
 /// What the parent process remembers of its own registry.
@@ -77,12 +78,15 @@ fn serve(mut registry: Registry, token: String) -> ! {
     install_worker_logger(&out, std::env::var(LOG_LEVEL_ENV).ok());
     watch_parent();
 
-    let init_error = registry.registry_error().or_else(|| {
-        let init = registry.take_initializer()?;
-        init()
-            .err()
-            .map(|e| format!("the worker initializer failed: {e}"))
-    });
+    let init_error = registry
+        .registry_error()
+        .or_else(memory_limit_error)
+        .or_else(|| {
+            let init = registry.take_initializer()?;
+            init()
+                .err()
+                .map(|e| format!("the worker initializer failed: {e}"))
+        });
     let failed = init_error.is_some();
     let hello = FromWorker::Hello {
         protocol: PROTOCOL_VERSION,
@@ -118,6 +122,16 @@ fn serve(mut registry: Registry, token: String) -> ! {
             Err(_) => std::process::exit(1),
         }
     }
+}
+
+/// Applies the memory limit the parent asked for, if any; the error, if it
+/// cannot.
+fn memory_limit_error() -> Option<String> {
+    let value = std::env::var(MEMORY_LIMIT_ENV).ok()?;
+    parse_memory_limit(&value)
+        .and_then(apply_memory_limit)
+        .err()
+        .map(|e| format!("the worker cannot start: {e}"))
 }
 
 /// The worker's side of the protocol's output pipe.

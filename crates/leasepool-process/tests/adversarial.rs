@@ -150,6 +150,29 @@ fn spawn_ticker(escape: bool) -> u32 {
     command.spawn().map(|child| child.id()).unwrap_or(0)
 }
 
+/// Allocates `mib` MiB, touches every page (so it is resident) and leaks
+/// it; returns the worker's pid.
+fn hog(mib: usize) -> u32 {
+    let block = vec![1u8; mib << 20];
+    std::mem::forget(block);
+    std::process::id()
+}
+
+/// True if `mib` MiB could be reserved (fails under `memory_limit`).
+fn try_alloc(mib: usize) -> bool {
+    Vec::<u8>::new().try_reserve_exact(mib << 20).is_ok()
+}
+
+/// The soft `Max address space` limit of this process, from
+/// `/proc/self/limits` (`None`: unlimited or unreadable).
+fn address_space_limit(_: ()) -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn registry() -> Registry {
     Registry::new()
         .register(add)
@@ -163,6 +186,9 @@ fn registry() -> Registry {
         .register(oversized)
         .register(spawn_grandchild)
         .register(spawn_ticker)
+        .register(hog)
+        .register(try_alloc)
+        .register(address_space_limit)
 }
 
 // ------------------------------------------------------------------ helpers
@@ -677,6 +703,69 @@ fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
     Ok(())
 }
 
+/// 7a. A worker is recycled once its resident memory reaches
+///     `max_memory_per_worker`, and once older than `max_worker_age`; no
+///     call fails because of it.
+fn workers_recycle_by_memory_and_age() -> Outcome {
+    let backend = ProcessBackend::new().max_memory_per_worker(64 << 20);
+    let m = started("lpa-rss", backend, 1)?;
+    let lease = lease_on(&m)?;
+    let first = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    let again = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(
+        first == again,
+        "recycled below the memory bound ({first} -> {again})"
+    );
+    let hogged = outcome(lease.submit_call(hog, 96).unwrap())?.map_err(|e| e.to_string())?;
+    check!(hogged == first, "the hog ran elsewhere");
+    let fresh = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(fresh != first, "not recycled above the memory bound");
+    wait_until("the recycled worker is reaped", || reaped(first))?;
+    drop(lease);
+    stop(m)?;
+
+    let backend = ProcessBackend::new().max_worker_age(Duration::from_secs(1));
+    let m = started("lpa-age", backend, 1)?;
+    let lease = lease_on(&m)?;
+    let old = outcome(lease.submit_call(sleep_ms, 1_100).unwrap())?.map_err(|e| e.to_string())?;
+    let young = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    check!(young != old, "not recycled past max_worker_age");
+    wait_until("the old worker is reaped", || reaped(old))?;
+    drop(lease);
+    stop(m)?;
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
+/// 7b. `memory_limit` is applied by each worker to itself: its address
+///     space limit is set, and a larger allocation fails in the worker.
+fn memory_limit_applies_in_the_worker() -> Outcome {
+    let limit = 512u64 << 20;
+    let m = started("lpa-rlimit", ProcessBackend::new().memory_limit(limit), 1)?;
+    let lease = lease_on(&m)?;
+    let got = outcome(lease.submit_call(address_space_limit, ()).unwrap())?;
+    check!(
+        got == Ok(Some(limit)),
+        "the worker's address space limit: {got:?}"
+    );
+    let got = outcome(lease.submit_call(try_alloc, 1024).unwrap())?;
+    check!(got == Ok(false), "1 GiB under a 512 MiB limit: {got:?}");
+    let got = outcome(lease.submit_call(try_alloc, 16).unwrap())?;
+    check!(got == Ok(true), "16 MiB under a 512 MiB limit: {got:?}");
+    drop(lease);
+    stop(m)?;
+    // The parent itself is not limited.
+    check!(
+        address_space_limit(()) != Some(limit),
+        "the parent was limited"
+    );
+    Ok(())
+}
+
 /// Every new option refuses values it cannot honour.
 fn bad_limits_are_invalid_config() -> Outcome {
     let cases: Vec<(&str, ProcessBackend)> = vec![
@@ -692,6 +781,15 @@ fn bad_limits_are_invalid_config() -> Outcome {
             "shutdown_grace",
             ProcessBackend::new().shutdown_grace(Duration::MAX),
         ),
+        (
+            "max_worker_age",
+            ProcessBackend::new().max_worker_age(Duration::ZERO),
+        ),
+        (
+            "max_memory_per_worker",
+            ProcessBackend::new().max_memory_per_worker(0),
+        ),
+        ("memory_limit", ProcessBackend::new().memory_limit(0)),
     ];
     for (field, backend) in cases {
         let got = LeasedExecutorManager::builder(backend).max_pools(1).build();
@@ -753,6 +851,16 @@ fn main() {
         (
             "call_timeout_kills_and_replaces_the_worker",
             call_timeout_kills_and_replaces_the_worker,
+            true,
+        ),
+        (
+            "workers_recycle_by_memory_and_age",
+            workers_recycle_by_memory_and_age,
+            true,
+        ),
+        (
+            "memory_limit_applies_in_the_worker",
+            memory_limit_applies_in_the_worker,
             true,
         ),
         (

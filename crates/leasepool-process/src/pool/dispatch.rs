@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use leasepool_core::{Error, RemoteCall};
 
+use super::recycle::{recycle_reason, resident_if_bounded};
 use super::{InFlight, Shared, Worker, replace_worker};
 use crate::guard::{Guarded, catch, contain};
 use crate::protocol::{ToWorker, encode_frame};
@@ -164,13 +165,14 @@ pub(super) fn fail(call: RemoteCall, error: Error) {
 pub(super) fn on_done(
     shared: &Arc<Shared>,
     index: usize,
+    pid: u32,
     id: u64,
     outcome: Result<Vec<u8>, crate::protocol::WorkerError>,
 ) {
+    let resident = resident_if_bounded(&shared.config.backend, pid);
     let (call, retire, stdin) = {
         let mut state = shared.lock();
         let open = !state.closed && state.broken.is_none();
-        let limit = shared.config.backend.jobs_per_worker;
         let Some(worker) = state.workers.iter_mut().find(|w| w.index == index) else {
             return;
         };
@@ -185,8 +187,12 @@ pub(super) fn on_done(
             }
         };
         worker.jobs += 1;
-        let retire = open && limit.is_some_and(|n| worker.jobs >= n);
-        if retire {
+        let reason = open
+            .then(|| recycle_reason(&shared.config.backend, worker, resident))
+            .flatten();
+        let retire = reason.is_some();
+        if let Some(reason) = reason {
+            log::debug!(target: "leasepool", "recycling worker process {pid}: {reason}");
             worker.retiring = true;
         }
         (

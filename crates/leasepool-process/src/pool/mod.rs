@@ -21,6 +21,7 @@ mod dispatch;
 mod group;
 mod linger;
 mod reader;
+mod recycle;
 mod spawn;
 mod watchdog;
 
@@ -116,6 +117,8 @@ struct Worker {
     retiring: bool,
     /// Killed on purpose (by the watchdog): why, for its call's error.
     killed: Option<Kill>,
+    /// When the process was started (for `max_worker_age`).
+    started: Instant,
 }
 
 /// Why a worker was killed on purpose.

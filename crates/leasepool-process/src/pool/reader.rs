@@ -82,7 +82,7 @@ fn serve_frames(
         }
         match read_frame::<FromWorker>(input) {
             Ok(Some(FromWorker::Done { id, outcome })) => {
-                on_done(shared, index, id, outcome);
+                on_done(shared, index, pid, id, outcome);
             }
             Ok(Some(FromWorker::Log {
                 level,

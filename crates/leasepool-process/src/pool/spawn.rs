@@ -13,7 +13,9 @@ use leasepool_core::Error;
 use super::group::{kill, own_group};
 use super::reader::read_worker;
 use super::{Shared, Worker, lock};
-use crate::protocol::{FromWorker, LOG_LEVEL_ENV, PROTOCOL_VERSION, WORKER_ENV, read_frame};
+use crate::protocol::{
+    FromWorker, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, PROTOCOL_VERSION, WORKER_ENV, read_frame,
+};
 use crate::registry::Fnv1a;
 
 /// A started worker whose handshake is pending.
@@ -47,6 +49,10 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
             Stdio::inherit()
         });
     own_group(&mut command);
+    match backend.memory_limit {
+        Some(bytes) => command.env(MEMORY_LIMIT_ENV, bytes.to_string()),
+        None => command.env_remove(MEMORY_LIMIT_ENV),
+    };
     if backend.logging.enabled {
         command.env(LOG_LEVEL_ENV, backend.logging.level.to_string());
     } else {
@@ -100,6 +106,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
             jobs: 0,
             retiring: false,
             killed: None,
+            started: Instant::now(),
         });
     }
     let reader = {
