@@ -10,8 +10,9 @@ use leasepool_core::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// Bumped whenever a message changes shape (2: the handshake lists each
+/// function's argument and result types).
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts (64 MiB). A bigger length prefix
 /// means a broken peer (or stray output on the worker's stdout), never a
@@ -31,7 +32,7 @@ pub(crate) const LOG_LEVEL_ENV: &str = "LEASEPOOL_PROCESS_LOG_LEVEL";
 pub(crate) const MEMORY_LIMIT_ENV: &str = "LEASEPOOL_PROCESS_MEMORY_LIMIT";
 
 /// Parent → worker.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
     /// Run `function` on the encoded `argument`; answer with `Done { id }`.
     Call {
@@ -46,15 +47,8 @@ pub(crate) enum ToWorker {
 /// Worker → parent.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
-    /// The first frame a worker sends. `protocol` comes first so that a
-    /// different version is still recognised.
-    Hello {
-        protocol: u32,
-        token: String,
-        fingerprint: u64,
-        /// The initializer's error, or the registry's mistakes.
-        init_error: Option<String>,
-    },
+    /// The first frame a worker sends.
+    Hello(Hello),
     /// The outcome of call `id`: the encoded result, or why there is none.
     Done {
         id: u64,
@@ -70,6 +64,137 @@ pub(crate) enum FromWorker {
         file: Option<String>,
         line: Option<u32>,
     },
+}
+
+/// The handshake. It is the first variant of [`FromWorker`] and `protocol`
+/// is its first field, so that a worker of another version is still
+/// recognised as one (see [`parse_hello`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) protocol: u32,
+    pub(crate) token: String,
+    /// The worker's registry, sorted by function name.
+    pub(crate) functions: Vec<Signature>,
+    /// The initializer's error, or the registry's mistakes.
+    pub(crate) init_error: Option<String>,
+}
+
+/// One registered function as the handshake compares it: its name and the
+/// type names (`std::any::type_name`) of its argument and result.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Signature {
+    pub(crate) function: String,
+    pub(crate) argument: String,
+    pub(crate) result: String,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandshakeError {
+    /// The process does not speak the protocol at all.
+    NotAWorker(String),
+    /// A leasepool worker that cannot serve this parent.
+    Refused(String),
+}
+
+/// Decodes a worker's first frame as its handshake. A worker of another
+/// protocol version is recognised by the version alone, even if the rest
+/// of its handshake has another shape.
+pub(crate) fn parse_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
+    match postcard::from_bytes::<FromWorker>(payload) {
+        Ok(FromWorker::Hello(hello)) => Ok(hello),
+        Ok(_) => Err(HandshakeError::NotAWorker(
+            "its first frame was not a handshake".to_owned(),
+        )),
+        Err(e) => match postcard::take_from_bytes::<(u32, u32)>(payload) {
+            // Variant 0 is `Hello`, whose first field is the version.
+            Ok(((0, protocol), _)) if protocol != PROTOCOL_VERSION => {
+                Err(version_mismatch(protocol))
+            }
+            _ => Err(HandshakeError::NotAWorker(format!(
+                "its first frame is not a handshake: {e}"
+            ))),
+        },
+    }
+}
+
+fn version_mismatch(protocol: u32) -> HandshakeError {
+    HandshakeError::Refused(format!(
+        "speaks protocol version {protocol}, this process speaks {PROTOCOL_VERSION}: \
+         build workers and parent with the same leasepool"
+    ))
+}
+
+/// How many registry differences a refusal lists.
+const MAX_DIFFERENCES: usize = 5;
+
+/// Checks a worker's handshake against this pool: the version, the pool's
+/// `token`, the worker's start-up, and (if the parent has a registry) that
+/// both registries hold the same functions with the same argument and
+/// result types. The messages name what differs, without the worker's pid.
+pub(crate) fn check_hello(
+    hello: &Hello,
+    token: &str,
+    expected: Option<&[Signature]>,
+) -> Result<(), HandshakeError> {
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(version_mismatch(hello.protocol));
+    }
+    if hello.token != token {
+        return Err(HandshakeError::NotAWorker(
+            "it answered with a handshake token of another pool".to_owned(),
+        ));
+    }
+    if let Some(error) = &hello.init_error {
+        return Err(HandshakeError::Refused(error.clone()));
+    }
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let differences = registry_differences(expected, &hello.functions);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let more = differences.len().saturating_sub(MAX_DIFFERENCES);
+    let mut listed = differences
+        .into_iter()
+        .take(MAX_DIFFERENCES)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if more > 0 {
+        listed.push_str(&format!("; and {more} more"));
+    }
+    Err(HandshakeError::Refused(format!(
+        "was built from a different registry ({listed}): register the same functions, \
+         with the same argument and result types, in the parent and its workers"
+    )))
+}
+
+/// What differs between the parent's registry and a worker's, in words.
+fn registry_differences(parent: &[Signature], worker: &[Signature]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let by_name = |list: &[Signature]| -> BTreeMap<String, Signature> {
+        list.iter()
+            .map(|s| (s.function.clone(), s.clone()))
+            .collect()
+    };
+    let (parent, worker) = (by_name(parent), by_name(worker));
+    let mut differences = Vec::new();
+    for (name, ours) in &parent {
+        match worker.get(name) {
+            None => differences.push(format!("{name} is not registered in the worker")),
+            Some(theirs) if theirs != ours => differences.push(format!(
+                "{name} takes {} and returns {} here, but takes {} and returns {} \
+                 in the worker",
+                ours.argument, ours.result, theirs.argument, theirs.result
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in worker.keys().filter(|name| !parent.contains_key(*name)) {
+        differences.push(format!("{name} is registered only in the worker"));
+    }
+    differences
 }
 
 /// Why a call produced no result, as the worker reports it.
@@ -120,8 +245,27 @@ pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io
     out.flush()
 }
 
-/// Reads one frame. `Ok(None)` at a clean end of stream (between frames).
+/// Reads one frame and decodes it. `Ok(None)` at a clean end of stream
+/// (between frames).
 pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Option<T>> {
+    let Some(payload) = read_raw_frame(input)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&payload).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "an undecodable frame: {e} \
+                 (is something else writing to the worker's stdout, such as println!?)"
+            ),
+        )
+    })
+}
+
+/// Reads one frame's payload. `Ok(None)` at a clean end of stream (between
+/// frames). A length over [`MAX_FRAME`] is an error, and nothing is
+/// allocated for it.
+pub(crate) fn read_raw_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -150,15 +294,7 @@ pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> io::Resu
     }
     let mut payload = vec![0; len];
     input.read_exact(&mut payload)?;
-    postcard::from_bytes(&payload).map(Some).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "an undecodable frame: {e} \
-                 (is something else writing to the worker's stdout, such as println!?)"
-            ),
-        )
-    })
+    Ok(Some(payload))
 }
 
 #[cfg(test)]
@@ -199,6 +335,109 @@ mod tests {
         assert!(read_frame::<ToWorker>(&mut input).unwrap().is_none());
     }
 
+    fn signature(function: &str, argument: &str, result: &str) -> Signature {
+        Signature {
+            function: function.to_owned(),
+            argument: argument.to_owned(),
+            result: result.to_owned(),
+        }
+    }
+
+    fn hello(functions: Vec<Signature>) -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            token: "t".to_owned(),
+            functions,
+            init_error: None,
+        }
+    }
+
+    #[test]
+    fn handshakes_compare_names_and_types() {
+        let ours = vec![
+            signature("app::f", "u32", "u64"),
+            signature("app::g", "()", "()"),
+        ];
+        assert_eq!(check_hello(&hello(ours.clone()), "t", Some(&ours)), Ok(()));
+        // No parent registry (a custom worker command): anything goes.
+        assert_eq!(check_hello(&hello(vec![]), "t", None), Ok(()));
+
+        let theirs = vec![
+            signature("app::f", "alloc::string::String", "u64"),
+            signature("app::h", "()", "()"),
+        ];
+        let Err(HandshakeError::Refused(message)) = check_hello(&hello(theirs), "t", Some(&ours))
+        else {
+            panic!("a changed argument type must be refused");
+        };
+        assert!(
+            message.contains(
+                "app::f takes u32 and returns u64 here, but takes alloc::string::String \
+                 and returns u64 in the worker"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("app::g is not registered in the worker"),
+            "{message}"
+        );
+        assert!(
+            message.contains("app::h is registered only in the worker"),
+            "{message}"
+        );
+
+        let mut other = hello(ours.clone());
+        other.token = "u".to_owned();
+        assert!(matches!(
+            check_hello(&other, "t", Some(&ours)),
+            Err(HandshakeError::NotAWorker(_))
+        ));
+        let mut failed = hello(ours.clone());
+        failed.init_error = Some("init failed: no database".to_owned());
+        assert_eq!(
+            check_hello(&failed, "t", Some(&ours)),
+            Err(HandshakeError::Refused(
+                "init failed: no database".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_worker_of_another_version_is_recognised() {
+        /// The handshake of protocol version 1.
+        #[derive(Serialize)]
+        enum OldFromWorker {
+            Hello {
+                protocol: u32,
+                token: String,
+                fingerprint: u64,
+                init_error: Option<String>,
+            },
+        }
+        let old = postcard::to_stdvec(&OldFromWorker::Hello {
+            protocol: 1,
+            token: "t".to_owned(),
+            fingerprint: u64::MAX,
+            init_error: None,
+        })
+        .unwrap();
+        let Err(HandshakeError::Refused(message)) = parse_hello(&old) else {
+            panic!("a version 1 handshake must be refused by version");
+        };
+        assert!(message.contains("protocol version 1"), "{message}");
+        let current = postcard::to_stdvec(&FromWorker::Hello(hello(vec![]))).unwrap();
+        assert_eq!(parse_hello(&current), Ok(hello(vec![])));
+        let log = postcard::to_stdvec(&FromWorker::Done {
+            id: 1,
+            outcome: Ok(vec![]),
+        })
+        .unwrap();
+        assert!(matches!(
+            parse_hello(&log),
+            Err(HandshakeError::NotAWorker(_))
+        ));
+    }
+
     #[test]
     fn oversized_and_truncated_frames_are_errors() {
         let mut input = &b"hello world\n"[..];
@@ -210,3 +449,7 @@ mod tests {
         assert!(read_frame::<FromWorker>(&mut input).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "protocol_proptest.rs"]
+mod proptests;

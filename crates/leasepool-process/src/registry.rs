@@ -8,7 +8,7 @@ use std::sync::Arc;
 use leasepool_core::{CallData, CallFn, function_name, panic_message};
 
 use crate::guard::catch;
-use crate::protocol::WorkerError;
+use crate::protocol::{Signature, WorkerError};
 
 /// Runs one registered function on an encoded argument and encodes its
 /// result.
@@ -23,8 +23,12 @@ pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// ([`leasepool_core::function_name`], the type name of the function item,
 /// such as `my_app::count_primes`) and the encoded argument to a worker; the
 /// worker looks the name up here. The parent and its workers must build the
-/// same registry (the handshake compares a fingerprint of the names), which
-/// is automatic when both run the same `main` calling [`init`](crate::init).
+/// same registry: the handshake compares each function's name and the type
+/// names (`std::any::type_name`) of its argument and result, so a worker
+/// built separately whose function takes or returns another type is
+/// refused (with `Error::Broken` saying which function differs and how)
+/// instead of decoding wrong values. That is automatic when both run the
+/// same `main` calling [`init`](crate::init).
 ///
 /// Only plain function items can be registered: a closure or a
 /// function-pointer variable has no name that is stable across processes.
@@ -52,9 +56,17 @@ pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    functions: BTreeMap<&'static str, Handler>,
+    functions: BTreeMap<&'static str, Entry>,
     initializer: Option<Initializer>,
     errors: Vec<String>,
+}
+
+/// One registered function: how to run it, and its types for the handshake.
+#[derive(Clone)]
+struct Entry {
+    handler: Handler,
+    argument: &'static str,
+    result: &'static str,
 }
 
 impl fmt::Debug for Registry {
@@ -91,7 +103,12 @@ impl Registry {
             return self;
         }
         let handler: Handler = Arc::new(move |bytes: &[u8]| run_encoded(f, name, bytes));
-        self.functions.insert(name, handler);
+        let entry = Entry {
+            handler,
+            argument: std::any::type_name::<A>(),
+            result: std::any::type_name::<R>(),
+        };
+        self.functions.insert(name, entry);
         self
     }
 
@@ -150,20 +167,37 @@ impl Registry {
         &self.errors
     }
 
-    /// A fingerprint of the registered names (FNV-1a over the sorted
-    /// names), compared during the handshake so a worker built from a
-    /// different registry is refused.
+    /// A fingerprint of the registered functions: FNV-1a over the sorted
+    /// names and the type names (`std::any::type_name`) of each one's
+    /// argument and result. Two registries with the same fingerprint hold
+    /// the same functions with the same types. (The handshake compares the
+    /// lists themselves, so its refusal can say what differs.)
     pub fn fingerprint(&self) -> u64 {
         let mut hash = Fnv1a::new();
-        for name in self.functions.keys() {
-            hash.write(name.as_bytes());
-            hash.write(&[0]);
+        for (name, entry) in &self.functions {
+            for part in [*name, entry.argument, entry.result] {
+                hash.write(part.as_bytes());
+                hash.write(&[0]);
+            }
         }
         hash.finish()
     }
 
+    /// The registered functions with their types, sorted by name, as the
+    /// handshake compares them.
+    pub(crate) fn signatures(&self) -> Vec<Signature> {
+        self.functions
+            .iter()
+            .map(|(name, entry)| Signature {
+                function: (*name).to_owned(),
+                argument: entry.argument.to_owned(),
+                result: entry.result.to_owned(),
+            })
+            .collect()
+    }
+
     pub(crate) fn handler(&self, name: &str) -> Option<&Handler> {
-        self.functions.get(name)
+        self.functions.get(name).map(|entry| &entry.handler)
     }
 
     pub(crate) fn take_initializer(&mut self) -> Option<Initializer> {
@@ -293,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_depend_on_names_only() {
+    fn fingerprints_depend_on_the_functions_not_their_order() {
         let a = Registry::new().register(add).register(boom);
         let b = Registry::new().register(boom).register(add);
         assert_eq!(a.fingerprint(), b.fingerprint());

@@ -7,14 +7,14 @@ use crate::Registry;
 use crate::limits::{apply_memory_limit, parse_memory_limit};
 use crate::logging::{SharedOut, install_worker_logger};
 use crate::protocol::{
-    FromWorker, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, PROTOCOL_VERSION, ToWorker, WORKER_ENV,
-    WorkerError, encode_frame, read_frame,
+    FromWorker, Hello, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, PROTOCOL_VERSION, Signature, ToWorker,
+    WORKER_ENV, WorkerError, encode_frame, read_frame,
 };
 
 /// What the parent process remembers of its own registry.
 #[derive(Debug)]
 pub(crate) struct ParentRegistry {
-    pub(crate) fingerprint: u64,
+    pub(crate) functions: Vec<Signature>,
     pub(crate) errors: Vec<String>,
 }
 
@@ -65,7 +65,7 @@ pub fn init(registry: Registry) {
         Ok(token) => serve(registry, token),
         Err(_) => {
             let _ = PARENT.set(ParentRegistry {
-                fingerprint: registry.fingerprint(),
+                functions: registry.signatures(),
                 errors: registry.errors().to_vec(),
             });
         }
@@ -88,12 +88,12 @@ fn serve(mut registry: Registry, token: String) -> ! {
                 .map(|e| format!("the worker initializer failed: {e}"))
         });
     let failed = init_error.is_some();
-    let hello = FromWorker::Hello {
+    let hello = FromWorker::Hello(Hello {
         protocol: PROTOCOL_VERSION,
         token,
-        fingerprint: registry.fingerprint(),
+        functions: registry.signatures(),
         init_error,
-    };
+    });
     if send(&out, &hello).is_err() || failed {
         std::process::exit(1);
     }

@@ -766,6 +766,71 @@ fn memory_limit_applies_in_the_worker() -> Outcome {
     Ok(())
 }
 
+/// The argument given to this binary to run it as [`fake_worker`].
+const FAKE_WORKER_ARG: &str = "--fake-worker-with-changed-types";
+
+/// A worker "built separately" whose `add` takes `(u32, u32)`: it answers
+/// the handshake as a leasepool worker of this protocol version would (the
+/// frame is spelled out here, mirroring `protocol.rs`), then waits for its
+/// stdin to close.
+fn fake_worker() -> ! {
+    use std::io::{Read, Write};
+    #[derive(Serialize)]
+    enum FromWorker {
+        Hello {
+            protocol: u32,
+            token: String,
+            functions: Vec<(String, String, String)>,
+            init_error: Option<String>,
+        },
+    }
+    let token = std::env::var("LEASEPOOL_PROCESS_WORKER").unwrap_or_default();
+    let hello = FromWorker::Hello {
+        protocol: 2,
+        token,
+        functions: vec![(
+            leasepool_core::function_name(add).to_owned(),
+            std::any::type_name::<(u32, u32)>().to_owned(),
+            std::any::type_name::<u64>().to_owned(),
+        )],
+        init_error: None,
+    };
+    let payload = postcard::to_stdvec(&hello).expect("encodable");
+    let mut out = std::io::stdout().lock();
+    let len = u32::try_from(payload.len()).expect("small");
+    let _ = out.write_all(&len.to_le_bytes());
+    let _ = out.write_all(&payload);
+    let _ = out.flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(0)
+}
+
+/// 7d. A worker whose function takes another argument type than the
+///     parent's is refused at the handshake, with a message that says
+///     which function and which types.
+fn changed_argument_type_is_refused_at_handshake() -> Outcome {
+    let program = std::env::current_exe().map_err(|e| e.to_string())?;
+    let backend = ProcessBackend::new().worker_command(program, [FAKE_WORKER_ARG]);
+    let m = manager("lpa-types", backend, 1);
+    let got = m.start_blocking();
+    let expected = format!(
+        "{} takes (u64, u64) and returns u64 here, but takes (u32, u32) and returns u64 \
+         in the worker",
+        leasepool_core::function_name(add)
+    );
+    check!(
+        matches!(&got, Err(Error::Broken(m)) if m.contains("different registry") && m.contains(&expected)),
+        "a worker with a changed argument type: {got:?}"
+    );
+    stop(m)?;
+    check!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+    Ok(())
+}
+
 /// Every new option refuses values it cannot honour.
 fn bad_limits_are_invalid_config() -> Outcome {
     let cases: Vec<(&str, ProcessBackend)> = vec![
@@ -807,6 +872,9 @@ fn bad_limits_are_invalid_config() -> Outcome {
 type Scenario = (&'static str, fn() -> Outcome, bool);
 
 fn main() {
+    if std::env::args().any(|a| a == FAKE_WORKER_ARG) {
+        fake_worker();
+    }
     init(registry());
     log::set_logger(&LOGGER).expect("no other logger");
     log::set_max_level(log::LevelFilter::Warn);
@@ -861,6 +929,11 @@ fn main() {
         (
             "memory_limit_applies_in_the_worker",
             memory_limit_applies_in_the_worker,
+            true,
+        ),
+        (
+            "changed_argument_type_is_refused_at_handshake",
+            changed_argument_type_is_refused_at_handshake,
             true,
         ),
         (

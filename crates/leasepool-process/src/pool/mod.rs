@@ -36,6 +36,7 @@ use std::time::Instant;
 use leasepool_core::{BackendPool, BrokenSignal, Error, PoolContext, RemoteCall, Task};
 
 use crate::ProcessBackend;
+use crate::protocol::Signature;
 use crate::worker::{is_worker_process, parent_registry};
 use dispatch::{cancel, encode_call, fail, pump};
 use group::kill;
@@ -83,7 +84,8 @@ struct Config {
     program: PathBuf,
     backend: ProcessBackend,
     token: String,
-    expected_fingerprint: Option<u64>,
+    /// The parent's registry, if `init` was called here.
+    expected_functions: Option<Vec<Signature>>,
 }
 
 #[derive(Default)]
@@ -182,7 +184,7 @@ impl ProcessPool {
             broken_signal: ctx.broken_signal(),
             config: Config {
                 token: new_token(ctx.pool_seq()),
-                expected_fingerprint: parent_registry().map(|p| p.fingerprint),
+                expected_functions: parent_registry().map(|p| p.functions.clone()),
                 program,
                 backend: backend.clone(),
             },

@@ -11,9 +11,9 @@ use leasepool_core::WorkerGuard;
 use super::dispatch::{on_done, pump};
 use super::group::{kill, reap};
 use super::linger::linger;
-use super::spawn::{HandshakeError, handshake, not_a_worker};
+use super::spawn::{handshake, not_a_worker};
 use super::{Shared, worker_ended};
-use crate::protocol::{FromWorker, read_frame};
+use crate::protocol::{FromWorker, HandshakeError, read_frame};
 
 /// The reader thread of one worker: handshake, frames, reaping.
 pub(super) fn read_worker(
@@ -104,7 +104,7 @@ fn serve_frames(
                     file: file.as_deref(),
                     line,
                 }),
-            Ok(Some(FromWorker::Hello { .. })) => {
+            Ok(Some(FromWorker::Hello(_))) => {
                 kill(child);
                 return Some("after a second handshake frame".to_owned());
             }

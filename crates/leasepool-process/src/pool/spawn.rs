@@ -14,7 +14,8 @@ use super::group::{kill, own_group};
 use super::reader::read_worker;
 use super::{Shared, Worker, lock};
 use crate::protocol::{
-    FromWorker, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, PROTOCOL_VERSION, WORKER_ENV, read_frame,
+    HandshakeError, LOG_LEVEL_ENV, MEMORY_LIMIT_ENV, WORKER_ENV, check_hello, parse_hello,
+    read_raw_frame,
 };
 use crate::registry::Fnv1a;
 
@@ -186,61 +187,35 @@ pub(super) fn abandon(shared: &Shared) {
     }
 }
 
-pub(super) enum HandshakeError {
-    /// The process does not speak the protocol at all.
-    NotAWorker(String),
-    /// A leasepool worker that cannot serve this parent.
-    Refused(String),
-}
-
+/// Reads and checks a worker's handshake.
 pub(super) fn handshake(
     shared: &Shared,
     pid: u32,
     input: &mut BufReader<ChildStdout>,
 ) -> Result<(), HandshakeError> {
-    match read_frame::<FromWorker>(input) {
-        Ok(Some(FromWorker::Hello {
-            protocol,
-            token,
-            fingerprint,
-            init_error,
-        })) => {
-            if protocol != PROTOCOL_VERSION {
-                return Err(HandshakeError::Refused(format!(
-                    "worker process {pid} speaks protocol version {protocol}, this process \
-                     speaks {PROTOCOL_VERSION}: build workers and parent with the same leasepool"
-                )));
-            }
-            if token != shared.config.token {
-                return Err(HandshakeError::NotAWorker(
-                    "it answered with a handshake token of another pool".to_owned(),
-                ));
-            }
-            if let Some(error) = init_error {
-                return Err(HandshakeError::Refused(format!(
-                    "worker process {pid}: {error}"
-                )));
-            }
-            match shared.config.expected_fingerprint {
-                Some(expected) if expected != fingerprint => Err(HandshakeError::Refused(format!(
-                    "worker process {pid} ({}) was built from a different registry \
-                         (fingerprint {fingerprint:016x}, this process has {expected:016x}): \
-                         register the same functions in the parent and its workers",
-                    shared.program()
-                ))),
-                _ => Ok(()),
-            }
+    let payload = match read_raw_frame(input) {
+        Ok(Some(payload)) => payload,
+        Ok(None) => {
+            return Err(HandshakeError::NotAWorker(
+                "it closed its stdout without a handshake".to_owned(),
+            ));
         }
-        Ok(Some(_)) => Err(HandshakeError::NotAWorker(
-            "its first frame was not a handshake".to_owned(),
-        )),
-        Ok(None) => Err(HandshakeError::NotAWorker(
-            "it closed its stdout without a handshake".to_owned(),
-        )),
-        Err(e) => Err(HandshakeError::NotAWorker(format!(
-            "it wrote something else to stdout: {e}"
-        ))),
-    }
+        Err(e) => {
+            return Err(HandshakeError::NotAWorker(format!(
+                "it wrote something else to stdout: {e}"
+            )));
+        }
+    };
+    let expected = shared.config.expected_functions.as_deref();
+    parse_hello(&payload)
+        .and_then(|hello| check_hello(&hello, &shared.config.token, expected))
+        .map_err(|error| match error {
+            HandshakeError::Refused(detail) => HandshakeError::Refused(format!(
+                "worker process {pid} ({}) {detail}",
+                shared.program()
+            )),
+            other => other,
+        })
 }
 
 /// A handshake token, unique enough to tell this pool's workers apart.
