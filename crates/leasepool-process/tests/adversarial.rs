@@ -328,6 +328,26 @@ fn signal(pid: u32, signal: &str) -> Outcome {
     Ok(())
 }
 
+/// The pipes this process has open (each worker has two or three).
+fn open_pipes() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .map(|target| target.to_string_lossy().into_owned())
+                .filter(|target| target.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fails if a pipe opened since `before` is still open.
+fn no_pipes_left(before: &std::collections::BTreeSet<String>) -> Outcome {
+    let left: Vec<_> = open_pipes().difference(before).cloned().collect();
+    check!(left.is_empty(), "pipes left open: {left:?}");
+    Ok(())
+}
+
 /// The names of this process's threads that start with `prefix`.
 fn threads_named(prefix: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -385,6 +405,7 @@ fn is_serialization(got: &Result<impl std::fmt::Debug, Error>, needles: &[&str])
 ///    own call with `Error::Serialization`; the same worker serves on and
 ///    is reaped at stop.
 fn hostile_serde_impls_fail_only_their_call() -> Outcome {
+    let pipes = open_pipes();
     let m = started("lpa-serde", ProcessBackend::new(), 1)?;
     let lease = lease_on(&m)?;
     let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
@@ -452,7 +473,7 @@ fn hostile_serde_impls_fail_only_their_call() -> Outcome {
         "zombies: {:?}",
         zombie_children()
     );
-    Ok(())
+    no_pipes_left(&pipes)
 }
 
 /// 1 (rest). A result whose `Deserialize` panics in its own body, outside
@@ -536,6 +557,7 @@ fn oversized_result_fails_only_its_call() -> Outcome {
 /// 4. A frozen worker (`SIGSTOP`) does not hold `stop()`: after
 ///    `shutdown_grace` it is killed and reaped, and its call fails.
 fn frozen_worker_is_killed_after_the_grace() -> Outcome {
+    let pipes = open_pipes();
     let backend = ProcessBackend::new().shutdown_grace(Duration::from_millis(300));
     let m = started("lpa-frozen", backend, 1)?;
     let lease = lease_on(&m)?;
@@ -565,7 +587,7 @@ fn frozen_worker_is_killed_after_the_grace() -> Outcome {
         "zombies: {:?}",
         zombie_children()
     );
-    Ok(())
+    no_pipes_left(&pipes)
 }
 
 /// 5. A process a worker started dies with it: at `stop()`, and when a
@@ -627,6 +649,7 @@ fn grandchildren_do_not_survive() -> Outcome {
 fn stderr_forwarding_ends_at_stop() -> Outcome {
     use leasepool_process::ProcessLogging;
     for escape in [false, true] {
+        let pipes = open_pipes();
         let backend = ProcessBackend::new().logging(ProcessLogging::new().stderr(true));
         let m = started("lpa-err", backend, 1)?;
         let lease = lease_on(&m)?;
@@ -658,6 +681,7 @@ fn stderr_forwarding_ends_at_stop() -> Outcome {
             "escape={escape}: lines forwarded after stop() returned ({at_stop} -> {})",
             ticks_from(worker)
         );
+        no_pipes_left(&pipes)?;
     }
     Ok(())
 }
@@ -666,6 +690,7 @@ fn stderr_forwarding_ends_at_stop() -> Outcome {
 ///     `Error::Broken` naming the limit; the pool replaces the worker and
 ///     the lease serves on (a call queued behind it runs on the new one).
 fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
+    let pipes = open_pipes();
     let backend = ProcessBackend::new().call_timeout(Duration::from_millis(300));
     let m = started("lpa-limit", backend, 1)?;
     let lease = lease_on(&m)?;
@@ -700,7 +725,7 @@ fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
         "zombies: {:?}",
         zombie_children()
     );
-    Ok(())
+    no_pipes_left(&pipes)
 }
 
 /// 7a. A worker is recycled once its resident memory reaches
