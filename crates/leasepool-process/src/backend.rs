@@ -21,7 +21,8 @@ use crate::worker::parent_registry;
 /// `abort`, killed) breaks its pool: its calls fail with `Error::Broken`,
 /// the lease ends, and the manager replaces the pool. Workers exit by
 /// themselves when the parent goes away (their stdin closes), and every
-/// worker is reaped before `stop()` returns.
+/// worker is reaped before `stop()` returns (killed, with the processes it
+/// started, if it is still running `shutdown_grace` after shutdown).
 ///
 /// Closures cannot cross a process boundary, so process leases offer
 /// `call` but not `submit`/`run`:
@@ -47,6 +48,11 @@ use crate::worker::parent_registry;
 /// let backend = ProcessBackend::new()
 ///     .env("RUST_BACKTRACE", "1")
 ///     .jobs_per_worker(1_000) // recycle a worker after 1000 calls
+///     .max_worker_age(Duration::from_secs(3600)) // ... or after an hour
+///     .max_memory_per_worker(512 << 20) // ... or at 512 MiB resident (Linux)
+///     .memory_limit(2 << 30) // each worker's address space (Unix)
+///     .call_timeout(Duration::from_secs(30)) // kill and replace a stuck worker
+///     .shutdown_grace(Duration::from_secs(2)) // then SIGKILL at shutdown
 ///     .kill_on_hard_expiry(true) // revoke = kill the workers
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .busy_poll(Duration::ZERO) // save parent CPU rather than latency
@@ -95,9 +101,10 @@ impl Default for ProcessBackend {
 
 impl ProcessBackend {
     /// Workers re-execute the current binary (`std::env::current_exe()`)
-    /// without arguments; no recycling; a revoked pool's running calls
-    /// finish; 10 s handshake timeout; 100 µs busy-poll window; no log
-    /// forwarding.
+    /// without arguments; no recycling (by calls, age or memory); no memory
+    /// limit; no call time limit; a revoked pool's running calls may
+    /// finish within the 5 s shutdown grace; 10 s handshake timeout; 100 µs busy-poll window;
+    /// no log forwarding.
     pub fn new() -> Self {
         Self::default()
     }
@@ -177,8 +184,10 @@ impl ProcessBackend {
     }
 
     /// When a lease passes its hard expiry, kill its pool's workers
-    /// (`SIGKILL`) instead of letting running calls finish; those calls
-    /// fail with `Error::Broken`. The thread backend cannot do this (a
+    /// (`SIGKILL`, with the processes they started) instead of letting
+    /// running calls finish; those calls fail with `Error::Broken`. (Without
+    /// it, running calls still get only `shutdown_grace` to finish once the
+    /// revoked pool shuts down.) The thread backend cannot do this (a
     /// thread cannot be killed). Default: off.
     pub fn kill_on_hard_expiry(mut self, kill: bool) -> Self {
         self.kill_on_hard_expiry = kill;

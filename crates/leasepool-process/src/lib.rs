@@ -51,13 +51,21 @@
 //!   panicked (on either side; the message says which impl and which
 //!   function), and when it is larger than the frame limit of 64 MiB. Only
 //!   that call fails: the worker serves on, and no library thread is lost.
-//!   (A `Deserialize` impl of a result that panics in its own body, before
-//!   or after driving the deserializer, is contained too, but its outcome
-//!   is decided by `leasepool-core`.)
+//!   A panic is reported as `Serialization`, not `Panicked`: the type's
+//!   serde impl failed, not the function. (One case is decided in
+//!   `leasepool-core`, which decodes results: a result `Deserialize` impl
+//!   that panics in its own body rather than inside the deserializer it is
+//!   given. The pool contains that panic and serves on.)
 //! - `Error::Broken`: the worker died (crash, `abort`, killed) or the pool
 //!   could not start (the worker command is not a leasepool worker, the
-//!   registries differ, the initializer failed). The pool is retired and
-//!   replaced; run the job again on a new lease.
+//!   registries differ in a function's name or in its argument or result
+//!   type, the initializer failed, the `memory_limit` could not be
+//!   applied). The pool is retired and replaced; run the job again on a
+//!   new lease. Two kills end only the call, not the pool: a call over
+//!   [`ProcessBackend::call_timeout`] (the pool replaces its worker and the
+//!   lease serves on), and a worker still running
+//!   [`ProcessBackend::shutdown_grace`] after its pool shut down. Their
+//!   messages name the limit.
 //! - `Error::UnsupportedBackend`: a closure reached the pool (only possible
 //!   through a type-erased backend; on `ProcessBackend` leases `submit` and
 //!   `run` do not compile).
@@ -91,6 +99,20 @@
 //! worker cannot make `stop()` hang, and its call fails with
 //! `Error::Broken`. The threads serving a worker (its reader, the stderr
 //! forwarder, the pool's watchdog) have all ended when `stop()` returns.
+//!
+//! # Resource controls
+//!
+//! Like Celery's `max_tasks_per_child` and `max_memory_per_child`, a
+//! worker can be replaced (after its call, without failing anything) once
+//! it has run [`jobs_per_worker`](ProcessBackend::jobs_per_worker) calls,
+//! once older than [`max_worker_age`](ProcessBackend::max_worker_age), or
+//! once its resident memory reaches
+//! [`max_memory_per_worker`](ProcessBackend::max_memory_per_worker) (Linux).
+//! [`memory_limit`](ProcessBackend::memory_limit) caps each worker's
+//! address space (Unix, `setrlimit`), and
+//! [`call_timeout`](ProcessBackend::call_timeout) bounds each call. All are
+//! off by default and checked by `ManagerBuilder::build`
+//! (`Error::InvalidConfig` for a value of 0 or an unsupported platform).
 //!
 //! Log records emitted in workers can be forwarded to the parent's logger:
 //! see [`ProcessLogging`].
