@@ -66,6 +66,7 @@ fn write_call(shared: &Shared, index: usize, stdin: Arc<ChildStdin>, frame: Vec<
         let guard = shared.ctx.worker_guard();
         move || {
             let _ = (&*stdin).write_all(&frame);
+            drop(stdin); // the pipe may close before the guard drops
             drop(guard);
         }
     };

@@ -62,6 +62,9 @@ pub(super) fn read_worker(
             None
         }
     };
+    // The pipe closes before the guard drops: once `stop()` returns, no
+    // pipe to the worker is open.
+    drop(input);
     let status = reap(&child);
     worker_ended(&shared, index, pid, &status, detail);
     drop(guard);
