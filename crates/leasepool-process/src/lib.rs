@@ -88,7 +88,8 @@
 //! (hard expiry, a broken pool, a time limit, the end of the shutdown
 //! grace) takes the whole group: processes a worker starts do not outlive
 //! it. When a worker exits, whatever is left in its group is killed as it
-//! is reaped. (A process that moves itself to another group or session
+//! is reaped; a worker whose parent died (so nobody reaps it) kills its own
+//! group as it exits. (A process that moves itself to another group or session
 //! escapes this; the pool then stops reading its stderr shortly after the
 //! worker is reaped.) Being in their own group, workers do not get the
 //! terminal's `SIGINT`; they exit when the parent goes away.

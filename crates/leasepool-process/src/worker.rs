@@ -114,12 +114,12 @@ fn serve(mut registry: Registry, token: String) -> ! {
                 let frame = done_frame(id, &function, outcome);
                 if frame.and_then(|frame| send_frame(&out, &frame)).is_err() {
                     // The parent is gone.
-                    std::process::exit(1);
+                    leave(1);
                 }
             }
             // Shut down, or the parent closed our stdin (or died).
-            Ok(Some(ToWorker::Shutdown)) | Ok(None) => std::process::exit(0),
-            Err(_) => std::process::exit(1),
+            Ok(Some(ToWorker::Shutdown)) | Ok(None) => leave(0),
+            Err(_) => leave(1),
         }
     }
 }
@@ -166,19 +166,64 @@ fn protocol_output() -> Box<dyn Write + Send> {
 #[cfg(unix)]
 const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The parent's pid when the worker started.
+#[cfg(unix)]
+static PARENT_PID: OnceLock<u32> = OnceLock::new();
+
+/// True if the parent died: on Unix an orphan is re-parented, so a changed
+/// parent id means the parent died.
+#[cfg(unix)]
+fn orphaned() -> bool {
+    PARENT_PID
+        .get()
+        .is_some_and(|parent| std::os::unix::process::parent_id() != *parent)
+}
+
+#[cfg(not(unix))]
+fn orphaned() -> bool {
+    false
+}
+
+/// Exits the worker with `code`, or as an orphan if the parent died.
+fn leave(code: i32) -> ! {
+    if orphaned() {
+        exit_orphaned();
+    }
+    std::process::exit(code)
+}
+
+/// Exits a worker whose parent died, taking the processes it started with
+/// it: the parent would have killed the worker's process group while
+/// reaping it, and is gone. Only if the worker leads a group of its own (as
+/// the parent arranges), never a group it merely belongs to, such as a
+/// shell's that started it by hand.
+#[cfg(unix)]
+fn exit_orphaned() -> ! {
+    use rustix::process::{Signal, getpgrp, getpid, kill_process_group};
+    if getpgrp() == getpid() {
+        // This process is in the group too: it ends here.
+        let _ = kill_process_group(getpid(), Signal::KILL);
+    }
+    std::process::exit(1)
+}
+
+#[cfg(not(unix))]
+fn exit_orphaned() -> ! {
+    std::process::exit(1)
+}
+
 /// Exits the worker when its parent process dies, even in the middle of a
-/// long call (an idle worker already exits when its stdin closes). On Unix
-/// an orphan is re-parented, so a changed parent id means the parent died.
+/// long call (an idle worker already exits when its stdin closes).
 #[cfg(unix)]
 fn watch_parent() {
-    let parent = std::os::unix::process::parent_id();
+    let _ = PARENT_PID.set(std::os::unix::process::parent_id());
     let _ = std::thread::Builder::new()
         .name("leasepool-parent-watch".to_owned())
         .spawn(move || {
             loop {
                 std::thread::sleep(PARENT_CHECK);
-                if std::os::unix::process::parent_id() != parent {
-                    std::process::exit(1);
+                if orphaned() {
+                    exit_orphaned();
                 }
             }
         });

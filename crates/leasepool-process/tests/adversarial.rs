@@ -134,6 +134,14 @@ fn spawn_grandchild(secs: u32) -> u32 {
         .unwrap_or(0)
 }
 
+/// Starts `sleep 60` (see [`spawn_grandchild`]), waits `ms`, returns its
+/// pid.
+fn grandchild_after(ms: u64) -> u32 {
+    let grandchild = spawn_grandchild(60);
+    std::thread::sleep(Duration::from_millis(ms));
+    grandchild
+}
+
 /// Starts a shell that writes `tick` to the (inherited) stderr every 20 ms;
 /// with `escape`, in a process group of its own, out of reach of the
 /// worker's group. Returns its pid.
@@ -186,6 +194,7 @@ fn registry() -> Registry {
         .register(oversized)
         .register(spawn_grandchild)
         .register(spawn_ticker)
+        .register(grandchild_after)
         .register(hog)
         .register(try_alloc)
         .register(address_space_limit)
@@ -644,6 +653,57 @@ fn grandchildren_do_not_survive() -> Outcome {
     Ok(())
 }
 
+/// Set in the environment of the intermediate parent of
+/// `orphaned_workers_take_their_grandchildren`.
+const ORPHAN_PARENT_ENV: &str = "LPA_ORPHAN_PARENT";
+
+/// The intermediate parent: two workers that each started a grandchild,
+/// one then idle and one in a call of a minute; prints the grandchildren's
+/// pids and waits to be killed.
+fn orphan_parent() -> ! {
+    let m = manager("lpa-orphan", ProcessBackend::new(), 2);
+    m.start_blocking().expect("start");
+    let lease = m.acquire().blocking().expect("a lease");
+    // Two overlapping calls land on both workers.
+    let a = lease.submit_call(grandchild_after, 300).expect("submit");
+    let b = lease.submit_call(grandchild_after, 300).expect("submit");
+    let (a, b) = (a.wait().expect("pid"), b.wait().expect("pid"));
+    let busy = lease.submit_call(sleep_ms, 60_000).expect("submit");
+    println!("{a} {b}");
+    std::thread::sleep(PATIENCE);
+    drop(busy);
+    std::process::exit(3) // not reached: the test kills this process
+}
+
+/// 5 (rest). When the parent dies without stopping (killed), its workers
+///    exit by themselves and take the processes they started with them.
+fn orphaned_workers_take_their_grandchildren() -> Outcome {
+    use std::io::BufRead;
+    let mut parent =
+        std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .env(ORPHAN_PARENT_ENV, "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the intermediate parent: {e}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let grandchildren: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    check!(
+        grandchildren.len() == 2 && grandchildren.iter().all(|g| *g != 0 && !exited(*g)),
+        "grandchildren: {line:?}"
+    );
+    parent.kill().map_err(|e| e.to_string())?;
+    let _ = parent.wait();
+    wait_until("both grandchildren are killed", || {
+        grandchildren.iter().all(|g| exited(*g))
+    })
+}
+
 /// 6. The stderr forwarder ends by the time `stop()` returns, even when a
 ///    process that left the worker's group keeps the pipe open.
 fn stderr_forwarding_ends_at_stop() -> Outcome {
@@ -901,6 +961,9 @@ fn main() {
         fake_worker();
     }
     init(registry());
+    if std::env::var_os(ORPHAN_PARENT_ENV).is_some() {
+        orphan_parent();
+    }
     log::set_logger(&LOGGER).expect("no other logger");
     log::set_max_level(log::LevelFilter::Warn);
     std::thread::spawn(|| {
@@ -934,6 +997,11 @@ fn main() {
         (
             "grandchildren_do_not_survive",
             grandchildren_do_not_survive,
+            true,
+        ),
+        (
+            "orphaned_workers_take_their_grandchildren",
+            orphaned_workers_take_their_grandchildren,
             true,
         ),
         (
