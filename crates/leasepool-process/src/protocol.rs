@@ -38,6 +38,7 @@ pub(crate) enum ToWorker {
     Call {
         id: u64,
         function: String,
+        #[serde(with = "bytes")]
         argument: Vec<u8>,
     },
     /// Exit after the current call.
@@ -52,6 +53,7 @@ pub(crate) enum FromWorker {
     /// The outcome of call `id`: the encoded result, or why there is none.
     Done {
         id: u64,
+        #[serde(with = "bytes::outcome")]
         outcome: Result<Vec<u8>, WorkerError>,
     },
     /// A `log` record emitted in the worker.
@@ -214,6 +216,84 @@ impl From<WorkerError> for Error {
             WorkerError::Panicked(message) => Error::Panicked(message),
             WorkerError::UnknownFunction(name) => Error::UnknownFunction(name),
             WorkerError::Serialization(message) => Error::Serialization(message),
+        }
+    }
+}
+
+/// Encoded arguments and results as serde byte strings: on the wire the
+/// same as a sequence of `u8` (a length, then the bytes), but written and
+/// read in one piece instead of byte by byte.
+mod bytes {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use super::WorkerError;
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        ByteBuf::deserialize(d).map(|b| b.0)
+    }
+
+    struct BytesRef<'a>(&'a [u8]);
+
+    impl Serialize for BytesRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_byte_buf(ByteBufVisitor)
+        }
+    }
+
+    struct ByteBufVisitor;
+
+    impl<'de> Visitor<'de> for ByteBufVisitor {
+        type Value = ByteBuf;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, bytes: &[u8]) -> Result<ByteBuf, E> {
+            Ok(ByteBuf(bytes.to_vec()))
+        }
+
+        fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<ByteBuf, E> {
+            Ok(ByteBuf(bytes))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(ByteBuf(bytes))
+        }
+    }
+
+    /// A call's outcome, with its encoded result as a byte string.
+    pub(super) mod outcome {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(
+            outcome: &Result<Vec<u8>, WorkerError>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            outcome.as_ref().map(|b| BytesRef(b)).serialize(s)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Result<Vec<u8>, WorkerError>, D::Error> {
+            Ok(Result::<ByteBuf, WorkerError>::deserialize(d)?.map(|b| b.0))
         }
     }
 }
@@ -435,6 +515,51 @@ mod tests {
         assert!(matches!(
             parse_hello(&log),
             Err(HandshakeError::NotAWorker(_))
+        ));
+    }
+
+    #[test]
+    fn byte_strings_encode_like_byte_sequences() {
+        // Same wire format as a plain `Vec<u8>` field.
+        #[derive(Serialize)]
+        enum Plain {
+            #[allow(dead_code)]
+            Call {
+                id: u64,
+                function: String,
+                argument: Vec<u8>,
+            },
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        let ours = postcard::to_stdvec(&ToWorker::Call {
+            id: 3,
+            function: "f".into(),
+            argument: bytes.clone(),
+        })
+        .unwrap();
+        let plain = postcard::to_stdvec(&Plain::Call {
+            id: 3,
+            function: "f".into(),
+            argument: bytes.clone(),
+        })
+        .unwrap();
+        assert_eq!(ours, plain);
+        let done = FromWorker::Done {
+            id: 1,
+            outcome: Ok(bytes.clone()),
+        };
+        let decoded: FromWorker =
+            postcard::from_bytes(&postcard::to_stdvec(&done).unwrap()).unwrap();
+        assert!(matches!(decoded, FromWorker::Done { id: 1, outcome: Ok(b) } if b == bytes));
+        let failed = FromWorker::Done {
+            id: 2,
+            outcome: Err(WorkerError::Panicked("p".into())),
+        };
+        let decoded: FromWorker =
+            postcard::from_bytes(&postcard::to_stdvec(&failed).unwrap()).unwrap();
+        assert!(matches!(
+            decoded,
+            FromWorker::Done { id: 2, outcome: Err(WorkerError::Panicked(m)) } if m == "p"
         ));
     }
 
