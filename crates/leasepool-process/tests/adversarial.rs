@@ -181,6 +181,10 @@ fn address_space_limit(_: ()) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+fn text_len(text: String) -> usize {
+    text.len()
+}
+
 fn registry() -> Registry {
     Registry::new()
         .register(add)
@@ -192,6 +196,7 @@ fn registry() -> Registry {
         .register(returns_unencodable)
         .register(takes_unencodable)
         .register(oversized)
+        .register(text_len)
         .register(spawn_grandchild)
         .register(spawn_ticker)
         .register(grandchild_after)
@@ -281,6 +286,15 @@ fn stop(m: LeasedExecutorManager<ProcessBackend>) -> Outcome {
     within("stop()", move || m.stop_blocking())
 }
 
+/// Stops `m`; then no child of this process may be left, running or
+/// unreaped.
+fn stop_clean(m: LeasedExecutorManager<ProcessBackend>) -> Outcome {
+    stop(m)?;
+    let left = children_left();
+    check!(left.is_empty(), "children left after stop(): {left:?}");
+    Ok(())
+}
+
 /// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...), `None` if
 /// it does not exist.
 fn process_state(pid: u32) -> Option<char> {
@@ -298,9 +312,10 @@ fn reaped(pid: u32) -> bool {
     process_state(pid).is_none()
 }
 
-/// The pids of this process's children that are zombies (exited, never
-/// reaped).
-fn zombie_children() -> Vec<u32> {
+/// The pids of this process's children, alive or zombie (exited, never
+/// reaped). After `stop()` there must be none: no worker left running, none
+/// left unreaped.
+fn children_left() -> Vec<u32> {
     let me = std::process::id().to_string();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -309,14 +324,8 @@ fn zombie_children() -> Vec<u32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let mut fields = stat
-                    .rsplit_once(')')
-                    .map(|(_, rest)| rest)
-                    .unwrap_or("")
-                    .split_whitespace();
-                let state = fields.next();
-                let parent = fields.next();
-                state == Some("Z") && parent == Some(me.as_str())
+                let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+                rest.split_whitespace().nth(1) == Some(me.as_str())
             })
         })
         .collect()
@@ -478,9 +487,9 @@ fn hostile_serde_impls_fail_only_their_call() -> Outcome {
         process_state(worker)
     );
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     no_pipes_left(&pipes)
 }
@@ -500,7 +509,7 @@ fn hostile_deserialize_body() -> Outcome {
     let got = outcome(lease.submit_call(add, (1, 1)).unwrap())?;
     check!(got == Ok(2), "the worker serves on: {got:?}");
     drop(lease);
-    stop(m)
+    stop_clean(m)
 }
 
 /// 2. Through the grinder: an argument whose `Serialize` panics fails its
@@ -540,7 +549,7 @@ fn grinder_survives_hostile_argument() -> Outcome {
     within("the grinder's stop()", move || {
         g.stop_blocking(StopMode::Drain)
     })?;
-    stop(m)
+    stop_clean(m)
 }
 
 /// 3. A result over the frame limit fails its call with
@@ -555,10 +564,17 @@ fn oversized_result_fails_only_its_call() -> Outcome {
         "an oversized result: {:?}",
         got.map(|v| v.len())
     );
+    // The same limit, the same kind of message, for an argument (refused
+    // in the parent, before anything is sent).
+    let got = outcome(lease.submit_call(text_len, "x".repeat(64 << 20)).unwrap())?;
+    check!(
+        matches!(&got, Err(Error::Serialization(m)) if m.contains("argument of") && m.contains("text_len") && m.contains("frame limit of 64 MiB")),
+        "an oversized argument: {got:?}"
+    );
     let same = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
     check!(same == worker, "the worker was lost ({worker} -> {same})");
     drop(lease);
-    stop(m)?;
+    stop_clean(m)?;
     check!(reaped(worker), "worker {worker} not reaped");
     Ok(())
 }
@@ -592,9 +608,9 @@ fn frozen_worker_is_killed_after_the_grace() -> Outcome {
         process_state(worker)
     );
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     no_pipes_left(&pipes)
 }
@@ -646,9 +662,9 @@ fn grandchildren_do_not_survive() -> Outcome {
     drop(lease);
     stop(m)?;
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     Ok(())
 }
@@ -742,6 +758,8 @@ fn stderr_forwarding_ends_at_stop() -> Outcome {
             ticks_from(worker)
         );
         no_pipes_left(&pipes)?;
+        let left = children_left();
+        check!(left.is_empty(), "children left: {left:?}");
     }
     Ok(())
 }
@@ -781,9 +799,9 @@ fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
     stop(m)?;
     check!(reaped(second), "worker {second} not reaped");
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     no_pipes_left(&pipes)
 }
@@ -819,9 +837,9 @@ fn workers_recycle_by_memory_and_age() -> Outcome {
     drop(lease);
     stop(m)?;
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     Ok(())
 }
@@ -842,7 +860,7 @@ fn memory_limit_applies_in_the_worker() -> Outcome {
     let got = outcome(lease.submit_call(try_alloc, 16).unwrap())?;
     check!(got == Ok(true), "16 MiB under a 512 MiB limit: {got:?}");
     drop(lease);
-    stop(m)?;
+    stop_clean(m)?;
     // The parent itself is not limited.
     check!(
         address_space_limit(()) != Some(limit),
@@ -909,9 +927,9 @@ fn changed_argument_type_is_refused_at_handshake() -> Outcome {
     );
     stop(m)?;
     check!(
-        zombie_children().is_empty(),
-        "zombies: {:?}",
-        zombie_children()
+        children_left().is_empty(),
+        "children left: {:?}",
+        children_left()
     );
     Ok(())
 }
