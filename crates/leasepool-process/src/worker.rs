@@ -118,7 +118,10 @@ fn serve(mut registry: Registry, token: String) -> ! {
                 }
             }
             // Shut down, or the parent closed our stdin (or died).
-            Ok(Some(ToWorker::Shutdown)) | Ok(None) => leave(0),
+            Ok(Some(ToWorker::Shutdown)) | Ok(None) => {
+                await_reparenting();
+                leave(0)
+            }
             Err(_) => leave(1),
         }
     }
@@ -183,6 +186,32 @@ fn orphaned() -> bool {
 fn orphaned() -> bool {
     false
 }
+
+/// How long a worker whose stdin closed waits to learn whether its parent
+/// died, if it has started processes of its own.
+#[cfg(unix)]
+const REPARENT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A dying parent's pipes close a moment before its children are
+/// re-parented, so at the end of stdin the parent may look alive though it
+/// is gone, and then nobody would kill the processes this worker started.
+/// If it started any (it has children), wait briefly to see whether it is
+/// orphaned. Without children there is nothing to take down: exit at once.
+#[cfg(unix)]
+fn await_reparenting() {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    if matches!(waitid(WaitId::All, options), Err(rustix::io::Errno::CHILD)) {
+        return;
+    }
+    let deadline = std::time::Instant::now() + REPARENT_WAIT;
+    while !orphaned() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[cfg(not(unix))]
+fn await_reparenting() {}
 
 /// Exits the worker with `code`, or as an orphan if the parent died.
 fn leave(code: i32) -> ! {
