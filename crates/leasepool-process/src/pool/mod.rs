@@ -323,8 +323,9 @@ impl Shared {
     }
 }
 
-/// Starts a worker in place of a recycled one, breaking the pool if that
-/// fails.
+/// Starts a worker in place of one that was recycled or killed for its
+/// call's time limit (`which` says which, for the error), breaking the pool
+/// if that fails.
 fn replace_worker(shared: &Arc<Shared>, which: &str) {
     let deadline = Instant::now() + shared.config.backend.handshake_timeout;
     let result = match start_worker(shared) {
