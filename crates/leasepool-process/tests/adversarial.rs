@@ -69,6 +69,11 @@ fn main() {
             hostile_serde_impls_fail_only_their_call,
             true,
         ),
+        (
+            "hostile_deserialize_body_does_not_stall_the_pool",
+            hostile_deserialize_body_does_not_stall_the_pool,
+            true,
+        ),
         ("hostile_deserialize_body", hostile_deserialize_body, false),
         (
             "grinder_survives_hostile_argument",

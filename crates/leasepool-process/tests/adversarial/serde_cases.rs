@@ -89,8 +89,29 @@ pub(crate) fn hostile_serde_impls_fail_only_their_call() -> Outcome {
 
 /// 1 (rest). A result whose `Deserialize` panics in its own body, outside
 /// any deserializer method: the process backend keeps its reader and the
-/// worker alive, but the outcome itself is decided in leasepool-core
-/// (`RemoteCall::deliver`), which must catch the panic. Run it by name.
+/// worker alive.
+pub(crate) fn hostile_deserialize_body_does_not_stall_the_pool() -> Outcome {
+    let m = started("lpa-body0", ProcessBackend::new(), 1)?;
+    let lease = lease_on(&m)?;
+    let worker = outcome(lease.submit_call(pid, ()).unwrap())?.map_err(|e| e.to_string())?;
+    // Its outcome is leasepool-core's to decide (see below); not awaited.
+    let hostile = lease.submit_call(returns_hostile_body, ()).unwrap();
+    // The reader that decoded it survives: the same worker answers next.
+    let got = outcome(lease.submit_call(pid, ()).unwrap())?;
+    check!(
+        got == Ok(worker),
+        "the next call on the worker: {got:?} (worker {worker})"
+    );
+    drop(hostile);
+    drop(lease);
+    stop_clean(m)?;
+    check!(reaped(worker), "worker {worker} not reaped");
+    Ok(())
+}
+
+/// The rest of case 1: the call itself ends with an error. Needs
+/// `leasepool-core` to catch the panic in `RemoteCall::deliver`; run it by
+/// name.
 pub(crate) fn hostile_deserialize_body() -> Outcome {
     let m = started("lpa-body", ProcessBackend::new(), 1)?;
     let lease = lease_on(&m)?;
