@@ -176,8 +176,8 @@ impl ProcessBackend {
     /// the worker, and its call fails with `Error::Broken` (the pool
     /// breaks, as with any crash). The limit counts virtual memory (thread
     /// stacks, allocator arenas), so leave room: a limit too small for the
-    /// worker to start fails its handshake. A worker built with an older
-    /// leasepool ignores it. Default: none; must be greater than 0.
+    /// worker to start fails its handshake (the pool cannot start, with
+    /// `Error::Broken`). Default: none; must be greater than 0.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
