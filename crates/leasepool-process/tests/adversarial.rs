@@ -74,7 +74,7 @@ fn main() {
             hostile_deserialize_body_does_not_stall_the_pool,
             true,
         ),
-        ("hostile_deserialize_body", hostile_deserialize_body, false),
+        ("hostile_deserialize_body", hostile_deserialize_body, true),
         (
             "grinder_survives_hostile_argument",
             grinder_survives_hostile_argument,

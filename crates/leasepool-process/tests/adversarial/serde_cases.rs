@@ -109,9 +109,8 @@ pub(crate) fn hostile_deserialize_body_does_not_stall_the_pool() -> Outcome {
     Ok(())
 }
 
-/// The rest of case 1: the call itself ends with an error. Needs
-/// `leasepool-core` to catch the panic in `RemoteCall::deliver`; run it by
-/// name.
+/// The rest of case 1: the call itself ends with an error
+/// (`RemoteCall::deliver` catches the panic) and the worker serves on.
 pub(crate) fn hostile_deserialize_body() -> Outcome {
     let m = started("lpa-body", ProcessBackend::new(), 1)?;
     let lease = lease_on(&m)?;
