@@ -52,13 +52,9 @@
 //!   function), and when it is larger than the frame limit of 64 MiB. Only
 //!   that call fails: the worker serves on, and no library thread is lost.
 //!   A panic is reported as `Serialization`, not `Panicked`: the type's
-//!   serde impl failed, not the function. One case is not decided here: a
-//!   result `Deserialize` impl that panics in its own body, outside the
-//!   deserializer it is given, unwinds out of `RemoteCall::deliver` in
-//!   `leasepool-core`. The pool contains that panic (logged at error
-//!   level) and the worker serves on, but with the current
-//!   `leasepool-core` that call's handle gets no outcome; once `deliver`
-//!   catches the panic, it becomes `Error::Serialization` too.
+//!   serde impl failed, not the function. That holds too for a result
+//!   `Deserialize` impl that panics in its own body, outside the
+//!   deserializer it is given: `RemoteCall::deliver` catches it.
 //! - `Error::Broken`: the worker died (crash, `abort`, killed) or the pool
 //!   could not start (the worker command is not a leasepool worker, the
 //!   registries differ in a function's name or in its argument or result
