@@ -8,15 +8,17 @@
 //! serves calls instead of running the scenarios. Every wait is a poll
 //! against a deadline, never a sleep that hopes.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "common/runner.rs"]
+mod runner;
+
+use runner::{Outcome, Scenario};
 
 use leasepool_process::init;
 
 /// Every wait in these tests is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-type Outcome = Result<(), String>;
 
 macro_rules! check {
     ($cond:expr, $($msg:tt)+) => {
@@ -45,8 +47,6 @@ use support::LOGGER;
 
 // --------------------------------------------------------------------- main
 
-type Scenario = (&'static str, fn() -> Outcome, bool);
-
 fn main() {
     if std::env::args().any(|a| a == FAKE_WORKER_ARG) {
         fake_worker();
@@ -62,106 +62,57 @@ fn main() {
         eprintln!("the adversarial tests hung for 5 minutes");
         std::process::exit(2);
     });
-    // (name, scenario, runs by default)
     let scenarios: &[Scenario] = &[
         (
             "hostile_serde_impls_fail_only_their_call",
             hostile_serde_impls_fail_only_their_call,
-            true,
         ),
         (
             "hostile_deserialize_body_does_not_stall_the_pool",
             hostile_deserialize_body_does_not_stall_the_pool,
-            true,
         ),
-        ("hostile_deserialize_body", hostile_deserialize_body, true),
+        ("hostile_deserialize_body", hostile_deserialize_body),
         (
             "grinder_survives_hostile_argument",
             grinder_survives_hostile_argument,
-            true,
         ),
         (
             "oversized_result_fails_only_its_call",
             oversized_result_fails_only_its_call,
-            true,
         ),
         (
             "frozen_worker_is_killed_after_the_grace",
             frozen_worker_is_killed_after_the_grace,
-            true,
         ),
-        (
-            "grandchildren_do_not_survive",
-            grandchildren_do_not_survive,
-            true,
-        ),
+        ("grandchildren_do_not_survive", grandchildren_do_not_survive),
         (
             "orphaned_workers_take_their_grandchildren",
             orphaned_workers_take_their_grandchildren,
-            true,
         ),
         (
             "stderr_forwarding_ends_at_stop",
             stderr_forwarding_ends_at_stop,
-            true,
         ),
         (
             "call_timeout_kills_and_replaces_the_worker",
             call_timeout_kills_and_replaces_the_worker,
-            true,
         ),
         (
             "workers_recycle_by_memory_and_age",
             workers_recycle_by_memory_and_age,
-            true,
         ),
         (
             "memory_limit_applies_in_the_worker",
             memory_limit_applies_in_the_worker,
-            true,
         ),
         (
             "changed_argument_type_is_refused_at_handshake",
             changed_argument_type_is_refused_at_handshake,
-            true,
         ),
         (
             "bad_limits_are_invalid_config",
             bad_limits_are_invalid_config,
-            true,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, scenario, by_default) in scenarios {
-        let selected = if filter.is_empty() {
-            *by_default
-        } else {
-            filter.iter().any(|f| name.contains(f.as_str()))
-        };
-        if !selected {
-            println!("test {name} ... ignored");
-            continue;
-        }
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(scenario))
-            .unwrap_or_else(|p| Err(leasepool_core::panic_message(p.as_ref())));
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.2?})", started.elapsed());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("test {name} ... FAILED: {why}");
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    runner::run(scenarios);
 }

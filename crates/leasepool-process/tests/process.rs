@@ -5,9 +5,13 @@
 //! the scenarios. Each scenario prints `ok` or `FAILED`, and the last line is
 //! `N passed, M failed`.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+#[path = "common/runner.rs"]
+mod runner;
+
+use runner::{Outcome, Scenario};
 
 use leasepool_core::{
     BackendPool, Error, ExecutorBackend, ExecutorLease, JobHandle, LeaseEnd, LeasedExecutorManager,
@@ -140,9 +144,6 @@ fn registry() -> Registry {
 }
 
 // ------------------------------------------------------------------ helpers
-
-type Outcome = Result<(), String>;
-type Scenario = (&'static str, fn() -> Outcome);
 
 macro_rules! check {
     ($cond:expr, $($msg:tt)+) => {
@@ -987,31 +988,5 @@ fn main() {
             Ok(())
         }),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, scenario) in scenarios {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(scenario))
-            .unwrap_or_else(|p| Err(leasepool_core::panic_message(p.as_ref())));
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.2?})", started.elapsed());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("test {name} ... FAILED: {why}");
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    runner::run(scenarios);
 }
