@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::config;
 use crate::manager::Inner;
-use crate::signal::WakeSlot;
 use crate::state::{AcquireRequest, AcquireStep, LeaseTerms, Resolution};
+use crate::wait::WakeSlot;
 use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
 
 /// A request for a lease, returned by

@@ -42,12 +42,12 @@ mod job_scope;
 mod lease;
 mod manager;
 mod shutdown;
-mod signal;
 mod state;
 mod stats;
 mod sync;
 mod task;
 pub mod validate;
+mod wait;
 
 /// The `log` target of every record leasepool and its backends emit;
 /// custom backends should log under it too.

@@ -14,7 +14,7 @@ use loom::sync::atomic::AtomicBool;
 
 use crate::Error;
 use crate::job::{JobHandle, JobShared, JobSink, LeaseLink};
-use crate::signal::WakeSlot;
+use crate::wait::WakeSlot;
 
 /// Counts `job_finished` calls.
 #[derive(Default)]

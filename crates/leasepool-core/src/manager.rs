@@ -18,8 +18,8 @@ use crate::checker::sizer::{Sizer, read_units};
 use crate::checker::{self, Checker};
 use crate::contain::{contain, contain_logged};
 use crate::job::{JobEnd, JobSink};
-use crate::signal::{Gate, StartGate, WakeSlot, wait_for};
 use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
+use crate::wait::{Gate, StartGate, WakeSlot, wait_for};
 use crate::{
     Acquire, BackendPool, CallData, CallFn, Error, ExecutorBackend, LOG_TARGET, LeaseId,
     LocalBackend, ManagerBuilder, ManagerConfig, ManagerStats,

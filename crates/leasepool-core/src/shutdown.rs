@@ -21,8 +21,8 @@ use event_listener::Listener;
 
 use crate::backend::LiveWorkers;
 use crate::manager::Inner;
-use crate::signal::wait_for;
 use crate::state::deadline_after;
+use crate::wait::wait_for;
 use crate::{ExecutorBackend, LOG_TARGET, LeasedExecutorManager, ShutdownReport};
 
 /// How long `shutdown` waits for workers past its deadline.

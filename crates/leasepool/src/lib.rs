@@ -76,10 +76,10 @@
 //! - `serde`: `Serialize` for [`ManagerStats`] and [`LeaseStats`].
 //! - `conformance`: the backend conformance suite, for authors of custom
 //!   backends.
+//! - `full`: `thread`, `rayon`, `process` and `serde`.
 //!
 //! [`BackendKind`] and [`AnyBackend`] choose among the compiled-in backends
 //! at run time.
-//! - `full`: everything.
 //!
 //! # When not to use this
 //!
@@ -95,9 +95,9 @@
 
 pub use leasepool_core::{
     BackendPool, BrokenFlag, BrokenSignal, CallData, CallFn, Error, ExecutorBackend, GrinderStats,
-    JobHandle, LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig, ManagerStats,
-    PoolContext, RemoteCall, Run, ShutdownReport, StopMode, Task, WorkerGuard, function_name,
-    panic_message,
+    JobHandle, LOG_TARGET, LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig,
+    ManagerCounters, ManagerStats, PoolContext, RemoteCall, Run, ShutdownReport, StopMode, Task,
+    WorkerGuard, drop_panic_payload, function_name, panic_message,
 };
 
 /// Validation helpers for custom backends' `check_config`; see

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use crate::backend::LiveWorkers;
 use crate::manager::Inner;
-use crate::signal::{Alarm, StartGate};
 use crate::state::Lifecycle;
+use crate::wait::{Alarm, StartGate};
 use crate::{Error, ExecutorBackend, PoolContext};
 use create::{create_pool, spawn_creation};
 

@@ -20,8 +20,8 @@ use event_listener::{Event, Listener};
 use crate::Error;
 use crate::config::SizeProvider;
 use crate::contain::contain;
-use crate::signal::{Alarm, wait_for};
 use crate::state::deadline_after;
+use crate::wait::{Alarm, wait_for};
 
 /// What the sizer does with each reading (the manager applies it as the
 /// new desired count and kicks the checker).

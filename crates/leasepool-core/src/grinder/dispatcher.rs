@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::batch::Waiting;
 use super::queue::Phase;
 use super::{GrinderInner, StopMode};
-use crate::signal::Alarm;
 use crate::state::deadline_after;
+use crate::wait::Alarm;
 use crate::{Error, ExecutorBackend, Task};
 
 pub(super) fn spawn<B: ExecutorBackend>(inner: Arc<GrinderInner<B>>) -> Result<(), Error> {

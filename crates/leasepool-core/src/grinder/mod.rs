@@ -31,7 +31,7 @@ use crate::config;
 use crate::job::{JobEnd, JobSink, LeaseLink};
 use crate::job_scope;
 use crate::lease::Run;
-use crate::signal::{Alarm, wait_for, wait_for_blocking};
+use crate::wait::{Alarm, wait_for};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
 
 use batch::CancelBatch;
@@ -326,10 +326,7 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
     /// [`stop`](Self::stop) for plain threads (from inside one of the
     /// grinder's items it does not wait either).
     pub fn stop_blocking(&self, mode: StopMode) {
-        if self.inner.begin_stop(mode) && !self.inner.called_from_own_item() {
-            let inner = &self.inner;
-            wait_for_blocking(&inner.stopped, || inner.is_stopped().then_some(()));
-        }
+        futures_lite::future::block_on(self.stop(mode));
     }
 
     /// Queues the plain function call `f(argument)` (the `call` form, see

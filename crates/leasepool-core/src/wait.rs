@@ -1,8 +1,13 @@
-//! Waiting on a condition, from async code or a plain thread.
+//! Waiting and waking without a runtime.
 //!
-//! The pattern is event-listener's: check, register a listener, check
-//! again, then sleep. A notification sent between the two checks reaches the
-//! registered listener, so no wake-up is lost and nothing polls.
+//! - [`wait_for`]: wait for a condition, event-listener's way: check,
+//!   register a listener, check again, then sleep. A notification sent
+//!   between the two checks reaches the registered listener, so no wake-up
+//!   is lost and nothing polls. Blocking callers run it under `block_on`.
+//! - [`Gate`]: a value published once (the outcome of a start).
+//! - [`WakeSlot`]: wakes one queued acquirer (see `state/README.md`).
+//! - [`Alarm`]: wakes a background thread that sleeps until a deadline
+//!   (see `checker/README.md`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -22,20 +27,6 @@ pub(crate) async fn wait_for<T>(event: &Event, mut check: impl FnMut() -> Option
             return value;
         }
         listener.await;
-    }
-}
-
-/// Blocks the current thread until `check` returns `Some`.
-pub(crate) fn wait_for_blocking<T>(event: &Event, mut check: impl FnMut() -> Option<T>) -> T {
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        let listener = event.listen();
-        if let Some(value) = check() {
-            return value;
-        }
-        listener.wait();
     }
 }
 
