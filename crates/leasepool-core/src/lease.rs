@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::{CallData, CallFn};
 use crate::config;
+use crate::contain::contain;
 use crate::job::LeaseLink;
 use crate::manager::{Inner, PoolRef, weak_sink};
 use crate::state::{EndCell, Grant};
@@ -58,7 +59,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
     {
         let pool = self.begin_job()?;
         let (task, handle) = Task::with_link(f, Some(self.link()));
-        pool.execute(task);
+        self.execute(&pool, task);
         Ok(handle)
     }
 
@@ -68,7 +69,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         match self.begin_job() {
             Ok(pool) => {
                 task.relink(self.link());
-                pool.execute(task);
+                self.execute(&pool, task);
             }
             Err(error) => task.fail(error),
         }
@@ -82,8 +83,21 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
     {
         let pool = self.begin_job()?;
         let (task, handle) = Task::with_call(f, argument, Some(self.link()));
-        pool.execute(task);
+        self.execute(&pool, task);
         Ok(handle)
+    }
+
+    /// Hands `task` to the backend. A backend that panics in `execute`
+    /// loses nothing and kills no library thread (the grinder calls this
+    /// from its own threads): the task it was given ends (dropped while
+    /// unwinding, so its caller sees `Cancelled`), and the pool, which can
+    /// no longer be trusted, is retired as broken and replaced.
+    fn execute(&self, pool: &PoolRef<B>, task: Task) {
+        if let Err(message) = contain(|| pool.execute(task)) {
+            let reason = format!("the backend panicked in BackendPool::execute: {message}");
+            log::error!(target: crate::LOG_TARGET, "{}: {reason}", self.id);
+            self.inner.lease_pool_broken(self.key, &reason);
+        }
     }
 }
 

@@ -522,6 +522,14 @@ impl<B: ExecutorBackend> Inner<B> {
         });
     }
 
+    /// The pool of lease `key` is broken (its backend misbehaved).
+    pub(crate) fn lease_pool_broken(&self, key: u64, reason: &str) {
+        let seq = self.core().state.pool_of_lease(key);
+        if let Some(seq) = seq {
+            self.pool_broken(seq, reason);
+        }
+    }
+
     /// A backend reported pool `seq` broken. The lease (if any) is retired
     /// now; the pool itself is shut down later by the checker, never on the
     /// reporting thread.

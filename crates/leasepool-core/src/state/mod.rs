@@ -725,6 +725,11 @@ impl<P: Clone, W> LeaseState<P, W> {
         Some(record.pool.pool.clone())
     }
 
+    /// The sequence number of lease `key`'s pool, while the lease is held.
+    pub(crate) fn pool_of_lease(&self, key: u64) -> Option<u64> {
+        self.leases.get(&key).map(|record| record.pool.seq)
+    }
+
     /// Counts how a job submitted through a lease ended.
     pub(crate) fn count_job_end(&mut self, end: crate::job::JobEnd) {
         use crate::job::JobEnd;

@@ -1,6 +1,6 @@
 //! User code that fights the manager: size providers that block or panic,
-//! backends that panic in `create_pool`, `revoke` or `shutdown`, jobs that
-//! ignore a graceful shutdown. None of it may stall the checker, hang a
+//! backends that panic in `create_pool`, `execute`, `revoke` or `shutdown`,
+//! jobs that ignore a graceful shutdown. None of it may stall the checker, hang a
 //! call that promises to return, or leave the manager unusable.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use leasepool::{
-    BackendPool, Error, ExecutorBackend, LeaseEnd, LocalBackend, PoolContext, Task, ThreadBackend,
-    ThreadPool,
+    BackendPool, Error, ExecutorBackend, LeaseEnd, LocalBackend, PoolContext, StopMode, Task,
+    ThreadBackend, ThreadPool, WorkGrinder,
 };
 
 use crate::common::*;
@@ -22,6 +22,7 @@ struct Faults {
     panic_on_creation: AtomicUsize,
     panic_in_shutdown: AtomicBool,
     panic_in_revoke: AtomicBool,
+    panic_in_execute: AtomicBool,
     revokes: AtomicUsize,
 }
 
@@ -71,6 +72,9 @@ impl LocalBackend for Hostile {}
 
 impl BackendPool for HostilePool {
     fn execute(&self, task: Task) {
+        if self.faults.panic_in_execute.load(Ordering::SeqCst) {
+            panic!("execute panics");
+        }
         self.pool.execute(task);
     }
 
@@ -393,4 +397,53 @@ fn shutdown_called_from_inside_a_job_of_its_own_pool_returns() {
     eventually("every thread exits", || {
         threads_named("hm-selfsd").is_empty()
     });
+}
+
+#[test]
+fn a_backend_that_panics_in_execute_loses_no_outcome_and_is_replaced() {
+    let (builder, faults) = hostile("hm-ex");
+    let m = builder.max_pools(1).min_pools(1).build().unwrap();
+    m.start_blocking().unwrap();
+    let lease = m.acquire().blocking().unwrap();
+    faults.panic_in_execute.store(true, Ordering::SeqCst);
+    let handle = lease.submit(|| "never runs").unwrap();
+    assert_eq!(handle.wait(), Err(Error::Cancelled));
+    eventually("the lease is retired as broken", || {
+        lease.ended() == Some(LeaseEnd::Broken)
+    });
+    faults.panic_in_execute.store(false, Ordering::SeqCst);
+    let replacement = m.acquire().timeout(PATIENCE).blocking().unwrap();
+    assert_eq!(replacement.submit(|| 7).unwrap().wait(), Ok(7));
+    assert_eq!(m.stats().counters.pools_broken, 1);
+    drop((lease, replacement));
+
+    // Through the grinder, whose threads make the calls: every item gets
+    // an outcome and stop() returns.
+    faults.panic_in_execute.store(true, Ordering::SeqCst);
+    let grinder = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(4)
+        .max_wait(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    grinder.start_blocking().unwrap();
+    let items: Vec<_> = (0..8)
+        .map(|i| grinder.enqueue(move || i).unwrap())
+        .collect();
+    for item in items {
+        let outcome = returns("a grinder item on a panicking backend", move || item.wait());
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Cancelled | Error::Broken(_) | Error::LeaseExpired { .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+    let stopper = grinder.clone();
+    returns("grinder stop", move || {
+        stopper.stop_blocking(StopMode::Cancel)
+    });
+    let stopper = m.clone();
+    returns("stop()", move || stopper.stop_blocking());
+    eventually("every thread exits", || threads_named("hm-ex").is_empty());
 }
