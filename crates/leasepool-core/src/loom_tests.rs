@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use loom::sync::atomic::AtomicBool;
 
 use crate::Error;
-use crate::job::{JobHandle, JobShared, JobSink, LeaseLink};
+use crate::job::{JobEnd, JobHandle, JobShared, JobSink, LeaseLink};
 use crate::wait::WakeSlot;
 
 /// Counts `job_finished` calls.
@@ -24,9 +24,9 @@ struct Counter {
 }
 
 impl JobSink for Counter {
-    fn job_finished(&self, _lease_key: u64, cancelled: bool) {
+    fn job_finished(&self, _lease_key: u64, end: JobEnd) {
         self.finished.fetch_add(1, Ordering::SeqCst);
-        if cancelled {
+        if end == JobEnd::Cancelled {
             self.cancelled.fetch_add(1, Ordering::SeqCst);
         }
     }
