@@ -168,6 +168,8 @@ fn counters_follow_what_happened() {
     let _ = m.acquire().wait(false).blocking();
     eventually("the short lease is revoked", || held.ended().is_some());
     drop(held);
+    // Once the revoked pool is replaced, the next acquire does not wait.
+    eventually("the revoked pool is replaced", || m.available_count() == 1);
     let short = m.acquire().blocking().unwrap();
     let _ = m.acquire().timeout(Duration::from_millis(5)).blocking();
     // One job cancelled while queued behind a running one.
