@@ -17,7 +17,7 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// Runs `f`, logging a panic (with `context`) instead of unwinding.
 pub(crate) fn contain(context: impl FnOnce() -> String, f: impl FnOnce()) {
     if let Err(message) = catch(f) {
-        log::error!(target: "leasepool", "{}: a user impl panicked: {message}", context());
+        log::error!(target: leasepool_core::LOG_TARGET, "{}: a user impl panicked: {message}", context());
     }
 }
 

@@ -45,7 +45,7 @@ impl Default for ProcessLogging {
         ProcessLogging {
             enabled: false,
             level: LevelFilter::Info,
-            target: "leasepool".to_owned(),
+            target: leasepool_core::LOG_TARGET.to_owned(),
             stderr: false,
         }
     }

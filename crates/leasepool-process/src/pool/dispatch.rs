@@ -75,7 +75,7 @@ fn write_call(shared: &Shared, index: usize, stdin: Arc<ChildStdin>, frame: Vec<
         .spawn(writer);
     if let Err(e) = spawned {
         log::warn!(
-            target: "leasepool",
+            target: leasepool_core::LOG_TARGET,
             "cannot start a writer thread ({e}); writing a call of {} bytes inline",
             frame.len()
         );
@@ -193,7 +193,7 @@ pub(super) fn on_done(
             .flatten();
         let retire = reason.is_some();
         if let Some(reason) = reason {
-            log::debug!(target: "leasepool", "recycling worker process {pid}: {reason}");
+            log::debug!(target: leasepool_core::LOG_TARGET, "recycling worker process {pid}: {reason}");
             worker.retiring = true;
         }
         (

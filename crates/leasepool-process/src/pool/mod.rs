@@ -214,7 +214,7 @@ impl ProcessPool {
             }
         }
         log::debug!(
-            target: "leasepool",
+            target: leasepool_core::LOG_TARGET,
             "process pool {} started {} workers",
             shared.ctx.pool_seq(),
             shared.ctx.workers()
@@ -358,7 +358,7 @@ fn break_pool(shared: &Shared, reason: String) {
         }
         (queued, children)
     };
-    log::warn!(target: "leasepool", "process pool {} is broken: {reason}", shared.ctx.pool_seq());
+    log::warn!(target: leasepool_core::LOG_TARGET, "process pool {} is broken: {reason}", shared.ctx.pool_seq());
     // Report first, so a caller woken by the failure sees its lease ended.
     shared.broken_signal.report(&reason);
     for queued in queued {

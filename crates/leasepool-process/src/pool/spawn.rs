@@ -88,7 +88,7 @@ pub(super) fn start_worker(shared: &Arc<Shared>) -> Result<Option<Pending>, Erro
             .spawn(forwarder)
         {
             log::warn!(
-                target: "leasepool",
+                target: leasepool_core::LOG_TARGET,
                 "cannot start the stderr thread of worker process {pid} ({e}); its stderr is dropped"
             );
         }

@@ -45,7 +45,7 @@ fn watch(shared: &Shared, guard: WorkerGuard) {
         if !victims.is_empty() {
             drop(state);
             for (pid, child, reason) in victims {
-                log::warn!(target: "leasepool", "killing worker process {pid}: {reason}");
+                log::warn!(target: leasepool_core::LOG_TARGET, "killing worker process {pid}: {reason}");
                 kill(&child);
             }
             state = shared.lock();
