@@ -11,12 +11,31 @@
 //!   thread and the async surface ([`Acquire`], [`ExecutorLease`],
 //!   [`LeasedExecutor`], [`JobHandle`]);
 //! - the [`ExecutorBackend`] trait that thread, rayon, process and custom
-//!   backends implement;
-//! - [`Error`] and the [`ManagerStats`] snapshot.
+//!   backends implement, with helpers for their authors ([`BrokenFlag`],
+//!   [`validate`], [`drop_panic_payload`], [`LOG_TARGET`]);
+//! - [`Error`] and the [`ManagerStats`] snapshot with its counters.
 //!
 //! No async runtime is a dependency: futures are woken through their own
 //! `Waker`s (or `event-listener` where many may wait), and timers are the
 //! checker thread's deadline.
+//!
+//! # Blocking twins
+//!
+//! Every async operation has a twin for plain threads, spelled with a
+//! `_blocking` suffix on the manager and the grinder (`start_blocking`,
+//! `stop_blocking`, `shutdown_blocking`, `submit_blocking`) and as a
+//! `.blocking()` method on the `acquire()` builder; a `JobHandle` has
+//! `wait` and `wait_timeout`. The twins are `block_on` of the async form:
+//! one implementation of each wait. Do not call them from async code.
+//!
+//! # User code
+//!
+//! Closures, `Drop` impls, serde impls, size providers, initializers and
+//! backends are user code. None of it runs under a leasepool lock, and
+//! wherever it runs on a thread leasepool relies on (a worker, the checker,
+//! the sizer, the grinder's dispatcher), a panic is caught and becomes an
+//! outcome or a log record: it never loses a job's outcome or kills the
+//! thread.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
