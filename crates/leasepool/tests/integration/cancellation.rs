@@ -20,7 +20,10 @@ use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use leasepool::{AcquireFuture, Error, ExecutorLease, LeasedExecutorManager};
+use leasepool::{
+    AcquireFuture, Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager, LocalBackend,
+    PoolContext, ThreadBackend, ThreadPool,
+};
 
 use crate::common::*;
 
@@ -60,7 +63,7 @@ fn contended(prefix: &str, max_pools: usize) -> (LeasedExecutorManager, Vec<Exec
 }
 
 /// An acquire polled once: it is queued (Pending).
-fn queued(m: &LeasedExecutorManager, owner: &str) -> AcquireFuture {
+fn queued<B: LocalBackend>(m: &LeasedExecutorManager<B>, owner: &str) -> AcquireFuture<B> {
     let mut future = m.acquire().owner(owner).into_future();
     assert!(poll_now(&mut future).is_pending(), "{owner} got a pool");
     future
@@ -68,7 +71,7 @@ fn queued(m: &LeasedExecutorManager, owner: &str) -> AcquireFuture {
 
 /// `available + leased == total <= max_pools`, one stats entry per lease,
 /// and `waiting` waiters.
-fn check_counts(m: &LeasedExecutorManager, max_pools: usize, waiting: usize) {
+fn check_counts<B: LocalBackend>(m: &LeasedExecutorManager<B>, max_pools: usize, waiting: usize) {
     let s = m.stats();
     assert_eq!(s.available + s.leased, s.total, "{s:?}");
     assert!(s.total <= max_pools, "{s:?}");
@@ -77,7 +80,7 @@ fn check_counts(m: &LeasedExecutorManager, max_pools: usize, waiting: usize) {
 }
 
 /// The owners of the current leases, in lease order.
-fn owners(m: &LeasedExecutorManager) -> Vec<String> {
+fn owners<B: LocalBackend>(m: &LeasedExecutorManager<B>) -> Vec<String> {
     m.stats()
         .leases
         .into_iter()
@@ -87,7 +90,10 @@ fn owners(m: &LeasedExecutorManager) -> Vec<String> {
 
 /// Awaits the oldest waiter, checks it is `owner`, and that every later
 /// waiter is still pending.
-fn next_served(waiting: &mut Vec<(String, AcquireFuture)>, expected_owner: &str) -> ExecutorLease {
+fn next_served<B: LocalBackend>(
+    waiting: &mut Vec<(String, AcquireFuture<B>)>,
+    expected_owner: &str,
+) -> ExecutorLease<B> {
     let (owner, mut future) = waiting.remove(0);
     assert_eq!(owner, expected_owner, "test bookkeeping");
     let lease = within(&format!("{owner} gets a pool"), &mut future).unwrap();
@@ -103,7 +109,12 @@ fn next_served(waiting: &mut Vec<(String, AcquireFuture)>, expected_owner: &str)
 
 /// Releases everything and proves no pool was stranded: every pool can be
 /// leased again at once, a job runs on each, and stop leaves no thread.
-fn finish(prefix: &str, m: LeasedExecutorManager, max_pools: usize, leases: Vec<ExecutorLease>) {
+fn finish<B: LocalBackend>(
+    prefix: &str,
+    m: LeasedExecutorManager<B>,
+    max_pools: usize,
+    leases: Vec<ExecutorLease<B>>,
+) {
     drop(leases);
     eventually("all leases finalised", || m.leased_count() == 0);
     check_counts(&m, max_pools, 0);
@@ -128,7 +139,10 @@ fn finish(prefix: &str, m: LeasedExecutorManager, max_pools: usize, leases: Vec<
     eventually("threads gone", || threads_named(prefix).is_empty());
 }
 
-fn waiters(m: &LeasedExecutorManager, names: &[&str]) -> Vec<(String, AcquireFuture)> {
+fn waiters<B: LocalBackend>(
+    m: &LeasedExecutorManager<B>,
+    names: &[&str],
+) -> Vec<(String, AcquireFuture<B>)> {
     names
         .iter()
         .map(|&name| (name.to_owned(), queued(m, name)))
@@ -251,32 +265,30 @@ fn acquire_dropped_when_handed_a_pool_2() {
 #[test]
 fn acquire_dropped_when_handed_a_created_pool() {
     let prefix = "cx-ahc";
-    // The checker reads the size provider at the start of every pass: a
-    // provider that waits on a gate holds pool creation back until both
-    // waiters are queued, so the created pool is handed to w1 while w1 is
-    // not being polled.
-    let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
-    let provider_gate = gate.clone();
-    let m = builder(prefix)
+    // A backend whose pool creation waits on a gate holds the creation for
+    // w1 back until both waiters are queued, so the created pool is handed
+    // to w1 while w1 is not being polled.
+    let gate = Arc::new(Gate::default());
+    let backend = GatedCreation {
+        inner: ThreadBackend::new(),
+        gate: gate.clone(),
+    };
+    let m = LeasedExecutorManager::builder(backend)
+        .name_prefix(prefix)
+        .workers_per_pool(1)
         .max_pools(2)
         .min_pools(1)
-        .size_provider(move || {
-            let (open, cv) = &*provider_gate;
-            let mut open = open.lock().unwrap();
-            while !*open {
-                open = cv.wait(open).unwrap();
-            }
-            0
-        })
         .build()
         .unwrap();
     m.start_blocking().unwrap();
     let holder = m.acquire().owner("holder").blocking().unwrap();
     assert_eq!(m.total_count(), 1);
-    *gate.0.lock().unwrap() = false;
+    gate.set(false);
     let mut waiting = waiters(&m, &["w1", "w2"]);
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    eventually("the creation for w1 waits at the gate", || {
+        gate.waiting.load(Ordering::SeqCst)
+    });
+    gate.set(true);
     eventually("a pool is created for w1", || m.leased_count() == 2);
     check_counts(&m, 2, 1);
     assert!(owners(&m).iter().any(|o| o == "w1"));
@@ -287,6 +299,50 @@ fn acquire_dropped_when_handed_a_created_pool() {
     assert_eq!(w2.submit(|| 2).unwrap().wait(), Ok(2));
     finish(prefix, m, 2, vec![holder, w2]);
 }
+
+/// Opens and closes pool creation for [`GatedCreation`].
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    waiting: AtomicBool,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.closed.lock().unwrap() = !open;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            self.waiting.store(true, Ordering::SeqCst);
+            closed = self.changed.wait(closed).unwrap();
+        }
+    }
+}
+
+/// The thread backend, whose `create_pool` waits while the gate is closed.
+struct GatedCreation {
+    inner: ThreadBackend,
+    gate: Arc<Gate>,
+}
+
+impl ExecutorBackend for GatedCreation {
+    type Pool = ThreadPool;
+
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn create_pool(&self, ctx: PoolContext) -> Result<ThreadPool, Error> {
+        self.gate.pass();
+        self.inner.create_pool(ctx)
+    }
+}
+
+impl LocalBackend for GatedCreation {}
 
 /// A waiter with a timeout, dropped while queued, does not fire a timeout
 /// into someone else's slot, and the waiters behind it still get served.
