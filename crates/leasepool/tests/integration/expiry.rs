@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leasepool::{
-    Error, ExecutorBackend, LeaseEnd, LeasedExecutorManager, LocalBackend, ManagerBuilder,
-    PoolContext, ThreadBackend, ThreadPool,
+    Error, ExecutorBackend, LeaseEnd, LeasedExecutorManager, LocalBackend, PoolContext,
+    ThreadBackend, ThreadPool,
 };
 use log::Level;
 
@@ -17,28 +17,14 @@ use crate::stats_logs::{about, log_mark};
 
 const LONG: Duration = Duration::from_secs(3600);
 
-/// A builder whose size provider counts the checker's passes (each pass
-/// reads the provider once). Returns 0 units, so the size stays at
-/// `min_pools`.
-fn counted(prefix: &str) -> (ManagerBuilder<ThreadBackend>, Arc<AtomicUsize>) {
-    let passes = Arc::new(AtomicUsize::new(0));
-    let p = passes.clone();
-    let b = builder(prefix).size_provider(move || {
-        p.fetch_add(1, Ordering::SeqCst);
-        0
-    });
-    (b, passes)
-}
-
-/// Kicks the checker and waits until it has run a full pass after the
-/// kick (two provider reads: the pass the kick caused may have started
-/// before the kick; the next one starts after it ended).
-fn full_checker_pass(m: &LeasedExecutorManager<ThreadBackend>, passes: &AtomicUsize) {
-    for _ in 0..2 {
-        let seen = passes.load(Ordering::SeqCst);
-        m.notify_scale_changed();
-        eventually("a checker pass", || passes.load(Ordering::SeqCst) > seen);
-    }
+/// Waits until the checker has run a full pass that started after this
+/// call. Only a checker pass times a waiter out, so a waiter with a 1 ms
+/// time-out that comes back with `Timeout` proves one ran. Every pool must
+/// be leased (otherwise the waiter is served).
+fn full_checker_pass(m: &LeasedExecutorManager<ThreadBackend>) {
+    assert_eq!(m.available_count(), 0, "lease every pool first");
+    let waited = m.acquire().timeout(Duration::from_millis(1)).blocking();
+    assert!(matches!(waited, Err(Error::Timeout(_))), "{waited:?}");
 }
 
 fn worker_name() -> String {
@@ -271,8 +257,7 @@ fn soft_expiry_shows_in_stats_and_the_lease_keeps_working() {
 #[test]
 fn soft_expiry_logs_exactly_one_warning() {
     let mark = log_mark();
-    let (b, passes) = counted("ex08");
-    let m = b
+    let m = builder("ex08")
         .max_pools(1)
         .lease_grace(Duration::from_secs(60))
         .check_interval(LONG)
@@ -297,7 +282,7 @@ fn soft_expiry_logs_exactly_one_warning() {
     assert!(Instant::now() >= lease.soft_expires_at());
     // More checker passes and more use of the lease add no warning.
     for _ in 0..3 {
-        full_checker_pass(&m, &passes);
+        full_checker_pass(&m);
         assert_eq!(lease.submit(|| ()).unwrap().wait(), Ok(()));
     }
     let w = warnings();
@@ -418,8 +403,7 @@ fn fail_fast_acquire_is_not_unavailable_while_below_max_pools() {
 
 #[test]
 fn a_lease_released_in_time_is_not_revoked_later() {
-    let (b, passes) = counted("ex11");
-    let m = b
+    let m = builder("ex11")
         .max_pools(1)
         .lease_grace(Duration::ZERO)
         .check_interval(LONG)
@@ -435,9 +419,12 @@ fn a_lease_released_in_time_is_not_revoked_later() {
     let hard = lease.hard_expires_at();
     drop(lease);
     eventually("past the old hard expiry", || Instant::now() >= hard);
-    full_checker_pass(&m, &passes);
     assert_eq!(m.available_count(), 1);
+    // A full pass after the old expiry, with the pool leased again: a
+    // stale record of the released lease would revoke it now.
     let next = m.acquire().wait(false).blocking().unwrap();
+    full_checker_pass(&m);
+    assert_eq!(next.ended(), None);
     let second = next.submit(worker_name).unwrap().wait().unwrap();
     assert_eq!(
         first, second,
