@@ -1,0 +1,108 @@
+//! Revocation at hard expiry (and at a shutdown deadline), and broken pools.
+
+use super::*;
+
+impl<P: Clone, W> LeaseState<P, W> {
+    /// Revokes one lease: its pool is shut down, never recycled.
+    pub(super) fn revoke(&mut self, key: u64, fx: &mut Effects<P, W>) {
+        let Some(record) = self.leases.remove(&key) else {
+            return;
+        };
+        record.end.set(LeaseEnd::Expired);
+        self.counters.leases_revoked += 1;
+        fx.note(|| Note::Revoked {
+            id: record.id,
+            owner: record.owner.clone(),
+            pool: record.pool.seq,
+        });
+        fx.revoked.push(record.pool.pool.clone());
+        fx.shutdown.push(record.pool.pool);
+        self.request_capacity(fx);
+    }
+
+    /// The deadline of a graceful shutdown has come: every lease still held
+    /// is revoked exactly as at hard expiry (its pool is revoked, then shut
+    /// down). Returns how many were revoked.
+    pub(crate) fn revoke_all(&mut self, fx: &mut Effects<P, W>) -> usize {
+        let mut keys: Vec<u64> = self.leases.keys().copied().collect();
+        keys.sort_unstable();
+        for key in &keys {
+            self.revoke(*key, fx);
+        }
+        keys.len()
+    }
+
+    /// Revokes every lease at or past its hard expiry.
+    pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, W>) {
+        if !self.leases.values().any(|r| now >= r.hard) {
+            return;
+        }
+        let mut expired: Vec<(LeaseId, u64)> = self
+            .leases
+            .iter()
+            .filter(|(_, r)| now >= r.hard)
+            .map(|(key, r)| (r.id, *key))
+            .collect();
+        expired.sort_unstable();
+        for (_, key) in expired {
+            self.revoke(key, fx);
+        }
+    }
+
+    /// Pool `seq` can no longer run work: retire it wherever it is. Returns
+    /// false if the pool is not (or no longer) here, e.g. still being
+    /// created.
+    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, W>) -> bool {
+        if let Some(index) = self.idle.iter().position(|slot| slot.seq == seq) {
+            if let Some(slot) = self.idle.remove(index) {
+                fx.shutdown.push(slot.pool);
+            }
+            fx.note(|| Note::Retired {
+                pool: seq,
+                lease: None,
+                reason: reason.to_owned(),
+            });
+        } else if let Some(key) = self
+            .leases
+            .iter()
+            .find(|(_, r)| r.pool.seq == seq)
+            .map(|(key, _)| *key)
+        {
+            if let Some(record) = self.leases.remove(&key) {
+                record.end.set(LeaseEnd::Broken);
+                fx.note(|| Note::Retired {
+                    pool: seq,
+                    lease: Some(record.id),
+                    reason: reason.to_owned(),
+                });
+                fx.shutdown.push(record.pool.pool);
+            }
+        } else {
+            return false;
+        }
+        self.counters.pools_broken += 1;
+        self.request_capacity(fx);
+        true
+    }
+
+    /// A backend reported pool `seq` broken, from any thread. The pool is
+    /// retired wherever it is, and kept for the checker to shut down; a
+    /// pool still being created remembers the reason and is discarded when
+    /// its creation returns.
+    pub(crate) fn report_broken(
+        &mut self,
+        seq: u64,
+        reason: &str,
+        now: Instant,
+        fx: &mut Effects<P, W>,
+    ) {
+        let before = fx.shutdown.len();
+        if self.pool_broken(seq, reason, fx) {
+            self.record_break(now);
+        } else if let Some(early) = self.in_creation.get_mut(&seq) {
+            early.get_or_insert_with(|| reason.to_owned());
+        }
+        self.deferred.extend(fx.shutdown.drain(before..));
+        fx.wake_checker = true;
+    }
+}
