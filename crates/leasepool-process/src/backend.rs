@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use leasepool_core::{Error, ExecutorBackend, ManagerConfig, PoolContext};
+use leasepool_core::{Error, ExecutorBackend, ManagerConfig, PoolContext, validate};
 
 use crate::ProcessLogging;
 use crate::pool::ProcessPool;
@@ -267,30 +267,13 @@ impl ExecutorBackend for ProcessBackend {
     }
 
     fn check_config(&self, _config: &ManagerConfig) -> Result<(), Error> {
-        if self.jobs_per_worker == Some(0) {
-            return Err(Error::InvalidConfig {
-                field: "jobs_per_worker",
-                reason: "must be greater than 0".to_owned(),
-            });
+        if let Some(n) = self.jobs_per_worker {
+            validate::positive("jobs_per_worker", n)?;
         }
-        if self.handshake_timeout.is_zero() {
-            return Err(Error::InvalidConfig {
-                field: "handshake_timeout",
-                reason: "must be greater than 0".to_owned(),
-            });
-        }
-        if std::time::Instant::now()
-            .checked_add(self.handshake_timeout)
-            .is_none()
-        {
-            return Err(Error::InvalidConfig {
-                field: "handshake_timeout",
-                reason: "is too large: now + timeout overflows".to_owned(),
-            });
-        }
-        check_deadline("shutdown_grace", self.shutdown_grace)?;
+        validate::duration("handshake_timeout", self.handshake_timeout, false)?;
+        validate::duration("shutdown_grace", self.shutdown_grace, true)?;
         if let Some(age) = self.max_worker_age {
-            check_positive("max_worker_age", age)?;
+            validate::duration("max_worker_age", age, false)?;
         }
         check_bytes(
             "max_memory_per_worker",
@@ -305,49 +288,24 @@ impl ExecutorBackend for ProcessBackend {
             "Unix (setrlimit)",
         )?;
         if let Some(limit) = self.call_timeout {
-            check_positive("call_timeout", limit)?;
-            check_deadline("call_timeout", limit)?;
+            validate::duration("call_timeout", limit, false)?;
         }
         if self.busy_poll > BUSY_POLL_MAX {
-            return Err(Error::InvalidConfig {
-                field: "busy_poll",
-                reason: format!(
+            return Err(Error::invalid(
+                "busy_poll",
+                format!(
                     "{:?} is longer than the maximum of {BUSY_POLL_MAX:?}",
                     self.busy_poll
                 ),
-            });
+            ));
         }
         if let Some(parent) = parent_registry() {
             if !parent.errors.is_empty() {
-                return Err(Error::InvalidConfig {
-                    field: "registry",
-                    reason: parent.errors.join("; "),
-                });
+                return Err(Error::invalid("registry", parent.errors.join("; ")));
             }
         }
         Ok(())
     }
-}
-
-/// `now + duration` must not overflow (a deadline is computed from it).
-fn check_deadline(field: &'static str, duration: Duration) -> Result<(), Error> {
-    if std::time::Instant::now().checked_add(duration).is_none() {
-        return Err(Error::InvalidConfig {
-            field,
-            reason: format!("{duration:?} is too large: now + {field} overflows"),
-        });
-    }
-    Ok(())
-}
-
-fn check_positive(field: &'static str, duration: Duration) -> Result<(), Error> {
-    if duration.is_zero() {
-        return Err(Error::InvalidConfig {
-            field,
-            reason: "must be greater than 0".to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// A byte count must be greater than 0 and the option supported here.
@@ -358,14 +316,11 @@ fn check_bytes(
     platforms: &str,
 ) -> Result<(), Error> {
     match bytes {
-        Some(0) => Err(Error::InvalidConfig {
+        Some(0) => Err(Error::invalid(field, "must be greater than 0")),
+        Some(_) if !supported => Err(Error::invalid(
             field,
-            reason: "must be greater than 0".to_owned(),
-        }),
-        Some(_) if !supported => Err(Error::InvalidConfig {
-            field,
-            reason: format!("is only supported on {platforms}"),
-        }),
+            format!("is only supported on {platforms}"),
+        )),
         _ => Ok(()),
     }
 }
