@@ -512,14 +512,11 @@ impl<B: ExecutorBackend> Inner<B> {
         checker::spawn(self, generation, gate.clone(), core.live.clone())
     }
 
-    /// The sizer read `units`: the new desired count; the checker creates
-    /// or shrinks pools to match.
+    /// The sizer read `units`: the new desired count. Idle pools above it
+    /// are shut down now; the checker creates what is missing.
     fn size_read(&self, units: usize) {
         let desired = self.config.desired_for(units);
-        self.transition(|state, fx| {
-            state.set_desired(desired);
-            fx.wake_checker = true;
-        });
+        self.transition(|state, fx| state.apply_desired(desired, fx));
     }
 
     /// The pool of lease `key` is broken (its backend misbehaved).

@@ -7,6 +7,27 @@ impl<P: Clone, W> LeaseState<P, W> {
         self.desired = desired.clamp(self.limits.min_pools, self.limits.max_pools);
     }
 
+    /// A new reading of the size provider: the desired count changes, idle
+    /// pools above it are shut down at once (newest first), and the checker
+    /// is asked to create what is missing.
+    pub(crate) fn apply_desired(&mut self, desired: usize, fx: &mut Effects<P, W>) {
+        self.set_desired(desired);
+        self.shrink_idle(fx);
+        fx.wake_checker = true;
+    }
+
+    /// Shuts down idle pools above the desired count, newest first. Leased
+    /// pools are never taken: they go when released.
+    pub(super) fn shrink_idle(&mut self, fx: &mut Effects<P, W>) {
+        while self.phase == Lifecycle::Running && self.total() > self.desired {
+            let Some(slot) = self.idle.pop_back() else {
+                break;
+            };
+            fx.note(|| Note::Shrunk { pool: slot.seq });
+            fx.shutdown.push(slot.pool);
+        }
+    }
+
     /// How many pools the checker should create now: up to the desired
     /// count, plus one for each waiter that no creation in flight will
     /// serve, within `max_pools`.
@@ -145,13 +166,7 @@ impl<P: Clone, W> LeaseState<P, W> {
                     });
                 }
             }
-            while self.phase == Lifecycle::Running && self.total() > self.desired {
-                let Some(slot) = self.idle.pop_back() else {
-                    break;
-                };
-                fx.note(|| Note::Shrunk { pool: slot.seq });
-                fx.shutdown.push(slot.pool);
-            }
+            self.shrink_idle(fx);
         }
         let next = self.next_deadline(now, interval);
         self.checker_wake_at = Some(next);

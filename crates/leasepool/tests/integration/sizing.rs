@@ -39,8 +39,10 @@ impl Units {
         }
     }
 
-    /// Kicks the checker and waits until it has run a full pass after the
-    /// kick (the pass the kick caused may have started before it).
+    /// Asks for a reading and waits until the provider was read twice: by
+    /// then the first reading after the call has been applied (the desired
+    /// count set, idle pools above it shut down, on the sizer thread before
+    /// its next reading).
     fn full_pass(&self, m: &LeasedExecutorManager<ThreadBackend>) {
         for _ in 0..2 {
             let seen = self.reads.load(Ordering::SeqCst);

@@ -7,12 +7,13 @@
 //! has seen the result and then releases the lease never finds the job still
 //! counted.
 //!
-//! The result lives in one mutex-protected cell beside the waker of the task
-//! (or the handle of the thread) waiting for it. Publishing stores the
-//! result and takes the waiter under the lock, then wakes it *after*
-//! unlocking, so the woken side never collides with the lock it needs. One
-//! allocation supports `.await`, blocking `wait`, `wait_timeout`,
-//! `is_finished` and `cancel` on any runtime.
+//! The result lives in one mutex-protected cell beside the waker of the
+//! task waiting for it. Publishing stores the result and takes the waker
+//! under the lock, then wakes it *after* unlocking, so the woken side never
+//! collides with the lock it needs. One allocation supports `.await`,
+//! blocking `wait` and `wait_timeout` (which poll the same future with a
+//! waker that unparks the waiting thread), `is_finished` and `cancel`, on
+//! any runtime. `README.md` beside this file walks through the protocol.
 
 use std::fmt;
 use std::future::Future;
@@ -26,6 +27,7 @@ use crate::Error;
 use crate::error::{drop_user_value, guard_user_code};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicU8, Mutex, MutexGuard};
+use std::task::Wake;
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -80,7 +82,6 @@ enum Slot<T> {
 struct Cell<T> {
     slot: Slot<T>,
     waker: Option<Waker>,
-    thread: Option<Thread>,
 }
 
 pub(crate) struct JobShared<T> {
@@ -103,7 +104,6 @@ impl<T> JobShared<T> {
             cell: Mutex::new(Cell {
                 slot: Slot::Empty,
                 waker: None,
-                thread: None,
             }),
             lease: Mutex::new(lease),
             manager: AtomicU64::new(manager),
@@ -173,18 +173,15 @@ impl<T> JobShared<T> {
                 sink.job_finished(link.key, JobEnd::of(&result));
             }
         }
-        let (waker, thread) = {
+        let waker = {
             let mut cell = self.cell();
             cell.slot = Slot::Ready(result);
-            (cell.waker.take(), cell.thread.take())
+            cell.waker.take()
         };
         if let Some(waker) = waker {
             // A waker is its runtime's code, and may be the user's: the
             // ending thread (a worker) must survive it.
             guard_user_code("waking a job's waiter", || waker.wake());
-        }
-        if let Some(thread) = thread {
-            thread.unpark();
         }
     }
 
@@ -275,13 +272,13 @@ impl<T> JobHandle<T> {
         self.wait_until(deadline)
     }
 
+    /// Polls the handle's own future with a waker that unparks this
+    /// thread, parking between polls: the same wait as `.await`.
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
-        let me = thread::current();
+        let waker = Waker::from(Arc::new(Unparker(thread::current())));
+        let mut cx = Context::from_waker(&waker);
         loop {
-            let registered = self
-                .shared
-                .take_or_register(|cell| cell.thread = Some(me.clone()));
-            if let Some(result) = registered {
+            if let Poll::Ready(result) = Pin::new(&mut *self).poll(&mut cx) {
                 return Some(result);
             }
             // A spurious or stale unpark just loops: the slot is the truth.
@@ -290,13 +287,26 @@ impl<T> JobHandle<T> {
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        self.shared.cell().thread = None;
+                        self.shared.cell().waker = None;
                         return None;
                     }
                     thread::park_timeout(deadline - now);
                 }
             }
         }
+    }
+}
+
+/// Wakes a thread parked in [`JobHandle::wait`].
+struct Unparker(Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
