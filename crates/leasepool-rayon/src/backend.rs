@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use leasepool_core::{
-    Error, ExecutorBackend, LocalBackend, ManagerConfig, PoolContext, WorkerInitializer,
+    Error, ExecutorBackend, LocalBackend, ManagerConfig, PoolContext, WorkerInitializer, validate,
 };
 
 use crate::pool::RayonPool;
@@ -98,11 +98,8 @@ impl ExecutorBackend for RayonBackend {
     }
 
     fn check_config(&self, _config: &ManagerConfig) -> Result<(), Error> {
-        if self.stack_size == Some(0) {
-            return Err(Error::InvalidConfig {
-                field: "stack_size",
-                reason: "must be greater than 0".to_owned(),
-            });
+        if let Some(bytes) = self.stack_size {
+            validate::positive("stack_size", bytes)?;
         }
         Ok(())
     }

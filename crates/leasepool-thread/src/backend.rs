@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use leasepool_core::{Error, ExecutorBackend, LocalBackend, PoolContext, WorkerInitializer};
+use leasepool_core::{
+    Error, ExecutorBackend, LocalBackend, PoolContext, WorkerInitializer, validate,
+};
 
 use crate::pool::ThreadPool;
 
@@ -72,11 +74,8 @@ impl ExecutorBackend for ThreadBackend {
     }
 
     fn check_config(&self, _config: &leasepool_core::ManagerConfig) -> Result<(), Error> {
-        if self.stack_size == Some(0) {
-            return Err(Error::InvalidConfig {
-                field: "stack_size",
-                reason: "must be greater than 0".to_owned(),
-            });
+        if let Some(bytes) = self.stack_size {
+            validate::positive("stack_size", bytes)?;
         }
         Ok(())
     }
