@@ -60,6 +60,8 @@ mod job;
 mod job_scope;
 mod lease;
 mod manager;
+#[cfg(feature = "serde")]
+mod serde_secs;
 mod shutdown;
 mod state;
 mod stats;

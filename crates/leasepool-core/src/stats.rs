@@ -54,8 +54,16 @@ pub struct ManagerCounters {
     pub unavailable: u64,
     /// Time waited by the callers counted in `acquired_after_wait`, in
     /// total.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub wait_time_total: Duration,
     /// The longest of those waits.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub wait_time_max: Duration,
     /// Leases released (or dropped) by their holders.
     pub leases_released: u64,
@@ -89,8 +97,16 @@ pub struct LeaseStats {
     /// The owner label given at acquire.
     pub owner: Option<String>,
     /// Time left until soft expiry (zero once passed).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub until_soft_expiry: Duration,
     /// Time left until hard expiry (zero once passed).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub until_hard_expiry: Duration,
     /// True once released while jobs were still pending.
     pub draining: bool,
@@ -124,5 +140,9 @@ pub struct ShutdownReport {
     /// deadline; `stop()` waits for them all).
     pub workers_still_running: usize,
     /// How long the shutdown took, including waiting for worker threads.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub elapsed: Duration,
 }

@@ -77,10 +77,22 @@ pub struct GrinderStats {
     /// The configured threshold.
     pub batch_size_threshold: usize,
     /// The configured longest wait of the oldest item.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub max_wait: Duration,
     /// The lease duration of each batch.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::duration")
+    )]
     pub lease: Duration,
     /// How long the oldest pending item has waited (`None`: nothing pending).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_secs::option_duration")
+    )]
     pub oldest_wait: Option<Duration>,
 }
 

@@ -523,3 +523,36 @@ fn a_panicking_size_provider_is_logged_at_debug() {
     panicking.store(false, Ordering::SeqCst);
     assert_eq!(m.desired_executor_count(), 1);
 }
+
+/// With `serde`, every duration is a number of seconds, never a
+/// `{secs, nanos}` object.
+#[cfg(feature = "serde")]
+#[test]
+fn serialised_stats_give_durations_in_seconds() {
+    let m = builder("st-json").max_pools(1).build().unwrap();
+    m.start_blocking().unwrap();
+    let lease = m
+        .acquire()
+        .owner("json")
+        .lease(Duration::from_secs(30))
+        .blocking()
+        .unwrap();
+    let json = serde_json::to_value(m.stats()).unwrap();
+    let entry = &json["leases"][0];
+    let soft = entry["until_soft_expiry"].as_f64().expect("a number");
+    assert!(soft > 20.0 && soft <= 30.0, "{entry}");
+    assert!(entry["until_hard_expiry"].is_number(), "{entry}");
+    assert!(json["counters"]["wait_time_total"].is_number(), "{json}");
+    assert!(!json.to_string().contains("nanos"), "{json}");
+    drop(lease);
+    let grinder = leasepool::WorkGrinder::builder(m.clone())
+        .max_wait(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let g = serde_json::to_value(grinder.stats()).unwrap();
+    assert_eq!(g["max_wait"].as_f64(), Some(0.25), "{g}");
+    assert!(g["oldest_wait"].is_null(), "{g}");
+    let report = m.shutdown_blocking(Duration::from_millis(10));
+    let report = serde_json::to_value(report).unwrap();
+    assert!(report["elapsed"].is_number(), "{report}");
+}
