@@ -108,6 +108,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
 /// a broken pool or `stop()`, new submissions fail with
 /// [`Error::LeaseExpired`]; jobs already submitted still deliver their
 /// results (the lease *drains*, and its pool returns only after they end).
+#[must_use = "a dropped lease is released at once; keep it while you submit work"]
 pub struct ExecutorLease<B: ExecutorBackend> {
     handle: Arc<LeaseHandle<B>>,
     owner: Option<Arc<str>>,
