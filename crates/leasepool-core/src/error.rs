@@ -77,6 +77,12 @@ pub enum Error {
     )]
     Broken(String),
 
+    /// The pool's workers cannot be started as the program is set up: for
+    /// the process backend, `process::init` is not the first call in
+    /// `main`. The message names the fix; trying again will not help.
+    #[error("the pool's workers cannot start: {0}")]
+    WorkerSetup(String),
+
     /// The job panicked. The worker that ran it keeps serving.
     #[error("the job panicked: {0}")]
     Panicked(String),

@@ -79,8 +79,16 @@ fn any_backend_runs_every_compiled_in_kind() {
                     .expect("valid config");
             assert_eq!(manager.backend_name(), "process");
             match manager.start_blocking() {
-                Err(Error::Broken(reason)) => assert!(reason.contains("init"), "{reason}"),
-                other => panic!("expected Broken naming init, got {other:?}"),
+                Err(error @ Error::WorkerSetup(_)) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.contains("leasepool::process::init(registry) first in main"),
+                        "{message}"
+                    );
+                    assert!(!message.contains("replaced"), "{message}");
+                    assert!(!error.is_retryable());
+                }
+                other => panic!("expected WorkerSetup naming init, got {other:?}"),
             }
             continue;
         }

@@ -158,7 +158,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ProcessPool {
     pub(crate) fn spawn(backend: &ProcessBackend, ctx: PoolContext) -> Result<Self, Error> {
         if is_worker_process() {
-            return Err(Error::Broken(
+            return Err(Error::WorkerSetup(
                 "this process was started as a leasepool worker but did not call \
                  leasepool::process::init first in main; refusing to start workers from it"
                     .to_owned(),
@@ -168,7 +168,7 @@ impl ProcessPool {
             Some(program) => program.clone(),
             None => {
                 if parent_registry().is_none() {
-                    return Err(Error::Broken(
+                    return Err(Error::WorkerSetup(
                         "the process backend re-executes this binary as its workers: \
                          call leasepool::process::init(registry) first in main"
                             .to_owned(),
