@@ -64,6 +64,7 @@ pub enum StopMode {
 /// A snapshot of a grinder, from [`WorkGrinder::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct GrinderStats {
     /// True between `start` and the end of `stop`.
     pub started: bool,
