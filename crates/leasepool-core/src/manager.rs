@@ -4,8 +4,8 @@
 //! Every change of state goes through [`Inner::with_core`]: lock, run the
 //! transition, flag a graceful shutdown that may proceed, unlock, then
 //! perform the effects (backend calls, wake-ups, log records) with the lock
-//! released. The checker's pass and pool creation live in `checker.rs`, the
-//! size provider's thread in `sizer.rs`, graceful shutdown in `shutdown.rs`.
+//! released. The checker's pass, pool creation and the size provider's
+//! thread live in `checker/`, graceful shutdown in `shutdown.rs`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
