@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::error::{drop_user_value, take_panic_message};
+use crate::contain::drop_user_value;
+use crate::error::take_panic_message;
 use crate::job::JobShared;
 
 /// What `call` accepts as a function: a plain function item taking one

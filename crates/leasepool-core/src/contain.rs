@@ -1,11 +1,13 @@
 //! Running code the library does not control on a thread it relies on.
 //!
-//! Backends and callbacks are user code: they may panic, and a panic payload
-//! may itself panic when dropped. [`contain`] turns a panic into `Err` with
-//! the payload's message and drops the payload so that a second panic never
-//! escapes (`error::take_panic_message`). Used for every call the manager,
-//! the checker and the sizer make into a backend or a callback; jobs' own
-//! values go through `error::drop_user_value`.
+//! Backends, callbacks and the values of jobs are user code: they may
+//! panic, and a panic payload may itself panic when dropped. [`contain`]
+//! turns a panic into `Err` with the payload's message and drops the
+//! payload so that a second panic never escapes
+//! (`error::take_panic_message`); [`contain_logged`] logs it instead;
+//! [`drop_user_value`] drops a job's closure, argument or result that way.
+//! Used wherever the manager, the checker, the sizer, a worker or the
+//! grinder runs code the library does not control.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -16,12 +18,21 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(take_panic_message)
 }
 
-/// Runs `f` for its side effects, logging a panic with `what` (the call
-/// that panicked) instead of letting it unwind.
-pub(crate) fn contain_logged(what: &str, f: impl FnOnce()) {
+/// Runs `f` for its side effects, logging a panic at `level` with `what`
+/// (the call that panicked) instead of letting it unwind.
+pub(crate) fn contain_logged(level: log::Level, what: &str, f: impl FnOnce()) {
     if let Err(message) = contain(f) {
-        log::error!(target: crate::LOG_TARGET, "{what} panicked: {message}");
+        log::log!(target: crate::LOG_TARGET, level, "{what} panicked (ignored): {message}");
     }
+}
+
+/// Drops a user value (a job's closure, argument or result) on a library
+/// thread: a `Drop` that panics is logged, never unwinds. Free when
+/// nothing panics.
+pub(crate) fn drop_user_value<T>(value: T) {
+    contain_logged(log::Level::Warn, "dropping a job's value", move || {
+        drop(value)
+    });
 }
 
 #[cfg(test)]

@@ -218,27 +218,6 @@ pub fn drop_panic_payload(payload: Box<dyn Any + Send>) {
     }
 }
 
-/// Drops a user value (a job's closure, argument or result) on a library
-/// thread. See [`guard_user_code`]. Free when nothing panics.
-pub(crate) fn drop_user_value<T>(value: T) {
-    guard_user_code("dropping a job's value", move || drop(value));
-}
-
-/// Runs `f`, user code called from a library thread (a `Drop`, a waker).
-/// A panic is caught and logged, and its payload dropped with
-/// [`drop_panic_payload`]: hostile user code cannot kill a worker, a dispatcher,
-/// or whoever stops a pool.
-pub(crate) fn guard_user_code(what: &str, f: impl FnOnce()) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        log::warn!(
-            target: crate::LOG_TARGET,
-            "{what} panicked (ignored): {}",
-            panic_message(payload.as_ref())
-        );
-        drop_panic_payload(payload);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::panic::panic_any;
@@ -291,9 +270,9 @@ mod tests {
     #[test]
     fn a_user_value_whose_drop_panics_does_not_unwind() {
         let (value, drops) = nested(3);
-        drop_user_value(value);
+        crate::contain::drop_user_value(value);
         // The value, then its payload (which panics again: forgotten).
         assert_eq!(drops.load(Ordering::SeqCst), 2);
-        drop_user_value(String::from("harmless"));
+        crate::contain::drop_user_value(String::from("harmless"));
     }
 }

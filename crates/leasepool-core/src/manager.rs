@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use event_listener::Event;
+use log::Level;
 
 use crate::backend::LiveWorkers;
 use crate::checker::sizer::{Sizer, read_units};
@@ -19,7 +20,7 @@ use crate::checker::{self, Checker};
 use crate::contain::{contain, contain_logged};
 use crate::job::{JobEnd, JobSink};
 use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
-use crate::wait::{Gate, StartGate, WakeSlot, wait_for};
+use crate::wait::{Gate, StartGate, WakeSlot};
 use crate::{
     Acquire, BackendPool, CallData, CallFn, Error, ExecutorBackend, LOG_TARGET, LeaseId,
     LocalBackend, ManagerBuilder, ManagerConfig, ManagerStats,
@@ -57,6 +58,21 @@ impl<B: ExecutorBackend> Core<B> {
 pub(crate) struct Stopped {
     pub(crate) live: Arc<LiveWorkers>,
     pub(crate) sizer: Option<Arc<Sizer>>,
+}
+
+impl Stopped {
+    /// Waits until every worker has exited (at most until `bound`), then
+    /// for the sizer unless it is inside the size provider. True if every
+    /// worker exited.
+    pub(crate) async fn ended(&self, bound: Option<Instant>) -> bool {
+        let exited = crate::shutdown::workers_exited(&self.live, bound).await;
+        if exited {
+            if let Some(sizer) = &self.sizer {
+                sizer.exited().await;
+            }
+        }
+        exited
+    }
 }
 
 pub(crate) struct Inner<B: ExecutorBackend> {
@@ -190,13 +206,8 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
     /// Safe before `start()` and safe to repeat.
     pub async fn stop(&self) {
         let stopped = self.inner.begin_stop();
-        if self.inner.called_from_own_job() {
-            return;
-        }
-        let live = &stopped.live;
-        wait_for(&live.exited, || (live.get() == 0).then_some(())).await;
-        if let Some(sizer) = &stopped.sizer {
-            sizer.exited().await;
+        if !self.inner.called_from_own_job() {
+            stopped.ended(None).await;
         }
     }
 
@@ -423,12 +434,12 @@ impl<B: ExecutorBackend> Inner<B> {
             });
         }
         for pool in fx.revoked {
-            contain_logged("BackendPool::revoke", || pool.revoke());
+            contain_logged(Level::Error, "BackendPool::revoke", || pool.revoke());
         }
         for pool in fx.shutdown {
             self.shut_down_pool(&pool);
             // The last reference may run the backend's `Drop`.
-            contain_logged("dropping a pool", move || drop(pool));
+            contain_logged(Level::Error, "dropping a pool", move || drop(pool));
         }
         for signal in fx.wake {
             signal.notify();
@@ -443,7 +454,7 @@ impl<B: ExecutorBackend> Inner<B> {
 
     /// Shuts a pool down; a panicking backend is logged.
     pub(crate) fn shut_down_pool(&self, pool: &PoolRef<B>) {
-        contain_logged("BackendPool::shutdown", || pool.shutdown());
+        contain_logged(Level::Error, "BackendPool::shutdown", || pool.shutdown());
     }
 
     /// The current run's sizer, if a size provider is configured.

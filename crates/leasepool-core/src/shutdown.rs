@@ -60,11 +60,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
         let stopped = inner.begin_stop();
         if !inner.called_from_own_job() {
             let bound = at_start.map(|_| deadline_after(at.max(Instant::now()), JOIN_GRACE));
-            if workers_exited(&stopped.live, bound).await {
-                if let Some(sizer) = &stopped.sizer {
-                    sizer.exited().await;
-                }
-            }
+            stopped.ended(bound).await;
         }
         inner.shutdown_report(started, cancelled_before, at_start, revoked, &stopped.live)
     }

@@ -8,7 +8,8 @@ use std::any::{Any, type_name};
 
 use crate::Error;
 use crate::call::{CallData, CallFn, RemoteCall};
-use crate::error::{drop_user_value, take_panic_message};
+use crate::contain::drop_user_value;
+use crate::error::take_panic_message;
 use crate::job::{JobHandle, JobShared, LeaseLink};
 use crate::job_scope;
 

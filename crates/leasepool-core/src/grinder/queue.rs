@@ -72,16 +72,18 @@ impl Queue {
     pub(super) fn take_batch(&mut self) -> (u64, Vec<Task>) {
         self.next_batch += 1;
         self.running_batches += 1;
-        let tasks = std::mem::take(&mut self.pending)
-            .into_values()
-            .map(|item| item.task)
-            .collect();
+        let tasks = self.take_pending();
         (self.next_batch, tasks)
     }
 
     /// `stop(Cancel)`: every pending task. (The dispatcher cancels the
     /// batches still waiting for a lease.)
     pub(super) fn cancel_all(&mut self) -> Vec<Task> {
+        self.take_pending()
+    }
+
+    /// Every pending task, oldest first, leaving none pending.
+    fn take_pending(&mut self) -> Vec<Task> {
         std::mem::take(&mut self.pending)
             .into_values()
             .map(|item| item.task)
@@ -97,7 +99,6 @@ impl Queue {
             .collect()
     }
 
-    /// Batch `number` ended (ran, failed, or was cancelled).
     /// When the oldest pending item was submitted.
     pub(super) fn oldest_enqueued_at(&self) -> Option<Instant> {
         self.pending
@@ -105,6 +106,7 @@ impl Queue {
             .map(|(_, item)| item.enqueued_at)
     }
 
+    /// Batch `number` ended (ran, failed, or was cancelled).
     pub(super) fn batch_finished(&mut self, number: u64) {
         self.running_batches -= 1;
         self.running.retain(|(n, _)| *n != number);

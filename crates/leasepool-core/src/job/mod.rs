@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::error::{drop_user_value, guard_user_code};
+use crate::contain::{contain_logged, drop_user_value};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicU8, Mutex, MutexGuard};
 use std::task::Wake;
@@ -181,7 +181,7 @@ impl<T> JobShared<T> {
         if let Some(waker) = waker {
             // A waker is its runtime's code, and may be the user's: the
             // ending thread (a worker) must survive it.
-            guard_user_code("waking a job's waiter", || waker.wake());
+            contain_logged(log::Level::Warn, "waking a job's waiter", || waker.wake());
         }
     }
 
