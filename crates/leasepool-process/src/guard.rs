@@ -6,12 +6,17 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use leasepool_core::panic_message;
+use leasepool_core::{drop_panic_payload, panic_message};
 use serde::de::{Deserializer, Visitor};
 
-/// Runs `f`, turning a panic into its message.
+/// Runs `f`, turning a panic into its message. The payload is dropped
+/// safely: a payload whose own `Drop` panics does not unwind either.
 pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(&*payload);
+        drop_panic_payload(payload);
+        message
+    })
 }
 
 /// Runs `f`, logging a panic (with `context`) instead of unwinding.

@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::panic::catch_unwind;
 use std::sync::Arc;
 
-use leasepool_core::{CallData, CallFn, function_name, panic_message};
+use leasepool_core::{CallData, CallFn, function_name};
 
 use crate::guard::catch;
 use crate::protocol::{Signature, WorkerError};
@@ -129,8 +128,7 @@ impl Registry {
     /// ```
     pub fn initializer(mut self, init: fn(()) -> Result<(), String>) -> Self {
         self.initializer = Some(Arc::new(move || {
-            catch_unwind(|| init(()))
-                .unwrap_or_else(|payload| Err(format!("panicked: {}", panic_message(&*payload))))
+            catch(|| init(())).unwrap_or_else(|message| Err(format!("panicked: {message}")))
         }));
         self
     }

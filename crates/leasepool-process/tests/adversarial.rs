@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+#[path = "common/procfs.rs"]
+mod procfs;
 #[path = "common/runner.rs"]
 mod runner;
 

@@ -8,14 +8,16 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "common/procfs.rs"]
+mod procfs;
 #[path = "common/runner.rs"]
 mod runner;
 
 use runner::{Outcome, Scenario};
 
 use leasepool_core::{
-    BackendPool, Error, ExecutorBackend, ExecutorLease, JobHandle, LeaseEnd, LeasedExecutorManager,
-    PoolContext, Task, conformance, function_name,
+    BackendPool, Error, ExecutorBackend, JobHandle, LeaseEnd, LeasedExecutorManager, PoolContext,
+    Task, conformance, function_name,
 };
 use leasepool_process::{ProcessBackend, ProcessLogging, Registry, init};
 use serde::{Deserialize, Serialize};

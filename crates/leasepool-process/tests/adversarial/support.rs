@@ -2,11 +2,11 @@
 //! processes, threads and pipes.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use leasepool_core::{Error, ExecutorLease, JobHandle, LeasedExecutorManager};
+use leasepool_core::{Error, JobHandle, LeasedExecutorManager};
 use leasepool_process::ProcessBackend;
 
+pub(crate) use crate::procfs::{exited, lease_on, open_pipes, process_state, reaped, wait_until};
 use crate::{Outcome, PATIENCE};
 
 // ------------------------------------------------------------------ helpers
@@ -34,31 +34,11 @@ pub(crate) fn started(
     Ok(m)
 }
 
-pub(crate) fn lease_on(
-    m: &LeasedExecutorManager<ProcessBackend>,
-) -> Result<ExecutorLease<ProcessBackend>, String> {
-    m.acquire()
-        .timeout(PATIENCE)
-        .blocking()
-        .map_err(|e| e.to_string())
-}
-
 /// The job's outcome, or a test failure if it has none within [`PATIENCE`].
 pub(crate) fn outcome<T>(mut handle: JobHandle<T>) -> Result<Result<T, Error>, String> {
     handle
         .wait_timeout(PATIENCE)
         .ok_or_else(|| format!("a job had no outcome within {PATIENCE:?}"))
-}
-
-pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Outcome {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting until {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// Runs `f` on a thread and fails if it does not return within
@@ -89,23 +69,6 @@ pub(crate) fn stop_clean(m: LeasedExecutorManager<ProcessBackend>) -> Outcome {
     Ok(())
 }
 
-/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...), `None` if
-/// it does not exist.
-pub(crate) fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
-/// Gone and reaped (a zombie still has a `/proc` entry).
-pub(crate) fn reaped(pid: u32) -> bool {
-    process_state(pid).is_none()
-}
-
 /// The pids of this process's children, alive or zombie (exited, never
 /// reaped). After `stop()` there must be none: no worker left running, none
 /// left unreaped.
@@ -125,12 +88,6 @@ pub(crate) fn children_left() -> Vec<u32> {
         .collect()
 }
 
-/// Gone, or a zombie waiting for whoever adopted it (an orphan's new
-/// parent may be slow to reap, or never reap in a minimal container).
-pub(crate) fn exited(pid: u32) -> bool {
-    matches!(process_state(pid), None | Some('Z' | 'X'))
-}
-
 pub(crate) fn signal(pid: u32, signal: &str) -> Outcome {
     let status = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -138,19 +95,6 @@ pub(crate) fn signal(pid: u32, signal: &str) -> Outcome {
         .map_err(|e| format!("cannot run kill: {e}"))?;
     check!(status.success(), "kill {signal} {pid}: {status}");
     Ok(())
-}
-
-/// The pipes this process has open (each worker has two or three).
-pub(crate) fn open_pipes() -> std::collections::BTreeSet<String> {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-                .map(|target| target.to_string_lossy().into_owned())
-                .filter(|target| target.starts_with("pipe:"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Fails if a pipe opened since `before` is still open.

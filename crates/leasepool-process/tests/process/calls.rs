@@ -172,7 +172,7 @@ pub(crate) fn sigkill_mid_job() -> Outcome {
         other => return Err(format!("expected Broken, got {other:?}")),
     }
     wait_until("the lease ends", || lease.ended() == Some(LeaseEnd::Broken))?;
-    check!(process_gone(worker), "worker {worker} not reaped");
+    check!(reaped(worker), "worker {worker} not reaped");
     drop(lease);
     m.stop_blocking();
     Ok(())
@@ -257,10 +257,10 @@ pub(crate) fn recycling_after_n_jobs() -> Outcome {
     check!(pids[3] == pids[5] && pids[5] != pids[6], "pids {pids:?}");
     check!(lease.ended().is_none(), "lease ended: {:?}", lease.ended());
     wait_until("retired workers are reaped", || {
-        process_gone(pids[0]) && process_gone(pids[3])
+        reaped(pids[0]) && reaped(pids[3])
     })?;
     drop(lease);
     m.stop_blocking();
-    check!(process_gone(pids[6]), "last worker {} left behind", pids[6]);
+    check!(reaped(pids[6]), "last worker {} left behind", pids[6]);
     Ok(())
 }

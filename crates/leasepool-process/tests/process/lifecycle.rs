@@ -3,21 +3,6 @@
 
 use super::*;
 
-/// The pipes this process has open (`pipe:[inode]`). Earlier scenarios
-/// may still be closing theirs, so a scenario compares the pipes it saw
-/// at its start with those left at its end: none may be new.
-pub(crate) fn open_pipes() -> std::collections::BTreeSet<String> {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-                .map(|target| target.to_string_lossy().into_owned())
-                .filter(|target| target.starts_with("pipe:"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub(crate) fn no_children_after_stop() -> Outcome {
     let pipes_before = open_pipes();
     let m = manager("lp-stop", ProcessBackend::new(), 2, 2);
@@ -44,7 +29,7 @@ pub(crate) fn no_children_after_stop() -> Outcome {
     drop((a, b));
     m.stop_blocking();
     for pid in &pids {
-        check!(process_gone(*pid), "worker {pid} still exists after stop");
+        check!(reaped(*pid), "worker {pid} still exists after stop");
     }
     for handle in running {
         let got = wait(handle);
@@ -84,7 +69,7 @@ pub(crate) fn kill_on_hard_expiry() -> Outcome {
         started.elapsed() < Duration::from_secs(20),
         "not killed promptly"
     );
-    wait_until("the killed worker is reaped", || process_gone(worker))?;
+    wait_until("the killed worker is reaped", || reaped(worker))?;
     drop(lease);
     let fresh = lease_on(&m)?;
     check!(
@@ -159,7 +144,7 @@ pub(crate) fn closures_and_bad_options_are_refused() -> Outcome {
     pool.execute(task);
     check!(wait(handle) == Err(Error::Cancelled), "call after shutdown");
     wait_until("the detached pool's worker is reaped", || {
-        pids.iter().all(|pid| process_gone(*pid))
+        pids.iter().all(|pid| reaped(*pid))
     })?;
     Ok(())
 }
@@ -206,7 +191,7 @@ pub(crate) fn orphaned_workers_exit() -> Outcome {
         "worker pids: {line:?}"
     );
     check!(
-        pids.iter().all(|pid| !process_exited(*pid)),
+        pids.iter().all(|pid| !exited(*pid)),
         "workers alive before the parent dies"
     );
     parent.kill().map_err(|e| e.to_string())?;
@@ -214,7 +199,7 @@ pub(crate) fn orphaned_workers_exit() -> Outcome {
     // The idle worker sees its stdin close; the busy one (in a call of a
     // minute) notices that its parent changed.
     wait_until("both orphaned workers exit", || {
-        pids.iter().all(|pid| process_exited(*pid))
+        pids.iter().all(|pid| exited(*pid))
     })
 }
 
