@@ -124,24 +124,10 @@ pub(crate) fn orphan_parent() -> ! {
 /// 5 (rest). When the parent dies without stopping (killed), its workers
 ///    exit by themselves and take the processes they started with them.
 pub(crate) fn orphaned_workers_take_their_grandchildren() -> Outcome {
-    use std::io::BufRead;
-    let mut parent =
-        std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-            .env(ORPHAN_PARENT_ENV, "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the intermediate parent: {e}"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(parent.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let grandchildren: Vec<u32> = line
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let (mut parent, grandchildren) = start_orphan_parent(ORPHAN_PARENT_ENV)?;
     check!(
         grandchildren.len() == 2 && grandchildren.iter().all(|g| *g != 0 && !exited(*g)),
-        "grandchildren: {line:?}"
+        "grandchildren: {grandchildren:?}"
     );
     parent.kill().map_err(|e| e.to_string())?;
     let _ = parent.wait();

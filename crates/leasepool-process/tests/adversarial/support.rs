@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use leasepool_core::{Error, JobHandle, LeasedExecutorManager};
 use leasepool_process::ProcessBackend;
 
-pub(crate) use crate::procfs::{exited, lease_on, open_pipes, process_state, reaped, wait_until};
+pub(crate) use crate::procfs::{
+    exited, lease_on, open_pipes, process_state, reaped, start_orphan_parent, wait_until,
+};
 use crate::{Outcome, PATIENCE};
 
 // ------------------------------------------------------------------ helpers

@@ -1,5 +1,6 @@
 //! Helpers shared by the harness-less test binaries: bounded waits, a
-//! lease, and what `/proc` says about processes and pipes. Each binary
+//! lease, what `/proc` says about processes and pipes, and an intermediate
+//! parent to orphan workers with. Each binary
 //! defines its own `PATIENCE`, the bound of every wait.
 
 use std::collections::BTreeSet;
@@ -68,4 +69,26 @@ pub(crate) fn open_pipes() -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Starts this test binary again as an intermediate parent (it sees `env`
+/// set, starts a pool and prints two pids on one line) and returns it with
+/// the pids it printed.
+pub(crate) fn start_orphan_parent(env: &str) -> Result<(std::process::Child, Vec<u32>), String> {
+    use std::io::BufRead;
+    let mut parent =
+        std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .env(env, "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the intermediate parent: {e}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let pids = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    Ok((parent, pids))
 }

@@ -171,24 +171,10 @@ pub(crate) fn orphan_parent() -> ! {
 }
 
 pub(crate) fn orphaned_workers_exit() -> Outcome {
-    use std::io::BufRead;
-    let mut parent =
-        std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-            .env(ORPHAN_PARENT_ENV, "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the intermediate parent: {e}"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(parent.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let pids: Vec<u32> = line
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
+    let (mut parent, pids) = start_orphan_parent(ORPHAN_PARENT_ENV)?;
     check!(
         pids.len() == 2 && pids[0] != pids[1],
-        "worker pids: {line:?}"
+        "worker pids: {pids:?}"
     );
     check!(
         pids.iter().all(|pid| !exited(*pid)),

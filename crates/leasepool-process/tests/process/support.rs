@@ -3,7 +3,9 @@
 
 use super::*;
 
-pub(crate) use crate::procfs::{exited, lease_on, open_pipes, reaped, wait_until};
+pub(crate) use crate::procfs::{
+    exited, lease_on, open_pipes, reaped, start_orphan_parent, wait_until,
+};
 
 pub(crate) fn manager(
     name: &str,
