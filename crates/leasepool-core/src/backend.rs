@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_listener::Event;
 
+use crate::observe::Observer;
 use crate::{BrokenSignal, Error, ManagerConfig, Task};
 
 /// A kind of executor pool.
@@ -138,6 +139,18 @@ pub trait ExecutorBackend: Send + Sync + 'static {
     fn check_config(&self, config: &ManagerConfig) -> Result<(), Error> {
         let _ = config;
         Ok(())
+    }
+
+    /// The observer a manager on this backend uses unless its builder sets
+    /// one ([`ManagerBuilder::observer`](crate::ManagerBuilder::observer)).
+    /// Called once by `ManagerBuilder::build`; the default, `None`, means
+    /// [`LogObserver`](crate::observe::LogObserver). leasepool's own
+    /// backends return the `tracing` and `metrics` observers when those
+    /// features are on; a custom backend can return them too (see the
+    /// `leasepool-observe` crate).
+    fn observer(&self, config: &ManagerConfig) -> Option<Arc<dyn Observer>> {
+        let _ = config;
+        None
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, ManagerConfig};
+use crate::observe::Observer;
 use crate::{Error, ExecutorBackend, LeasedExecutorManager};
 
 /// Builds a [`LeasedExecutorManager`]. Created by
@@ -40,6 +41,7 @@ pub struct ManagerBuilder<B> {
     acquire_timeout: Option<Duration>,
     workers_per_pool: usize,
     name_prefix: String,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<B> fmt::Debug for ManagerBuilder<B> {
@@ -54,6 +56,7 @@ impl<B> fmt::Debug for ManagerBuilder<B> {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("workers_per_pool", &self.workers_per_pool)
             .field("name_prefix", &self.name_prefix)
+            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +75,7 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             acquire_timeout: None,
             workers_per_pool: 4,
             name_prefix: "leasepool".to_owned(),
+            observer: None,
         }
     }
 
@@ -145,6 +149,15 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
         self
     }
 
+    /// The [`Observer`] told of this manager's events and state, and asked
+    /// for each job's context at submit. Default: the backend's choice
+    /// ([`ExecutorBackend::observer`]), else
+    /// [`LogObserver`](crate::observe::LogObserver).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Validates every option and builds the (stopped) manager.
     pub fn build(self) -> Result<LeasedExecutorManager<B>, Error> {
         let max_pools = self.max_pools.ok_or_else(|| {
@@ -187,6 +200,10 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             name_prefix: Arc::from(self.name_prefix),
         };
         self.backend.check_config(&config)?;
-        Ok(LeasedExecutorManager::from_parts(self.backend, config))
+        Ok(LeasedExecutorManager::from_parts(
+            self.backend,
+            config,
+            self.observer,
+        ))
     }
 }

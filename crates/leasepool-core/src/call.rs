@@ -23,6 +23,7 @@ use crate::Error;
 use crate::contain::drop_user_value;
 use crate::error::take_panic_message;
 use crate::job::JobShared;
+use crate::observe::{JobContext, run_in};
 
 /// What `call` accepts as a function: a plain function item taking one
 /// argument (several arguments go in a tuple).
@@ -55,11 +56,15 @@ pub struct RemoteCall {
     /// may panic, so `Drop` takes it out and drops it under a guard.
     argument: Option<Box<dyn erased_serde::Serialize + Send>>,
     reply: Box<dyn Reply>,
+    /// The submitter's context, entered around delivery (and around
+    /// whatever the backend runs in [`in_context`](Self::in_context)).
+    context: Option<Box<dyn JobContext>>,
 }
 
 impl Drop for RemoteCall {
     fn drop(&mut self) {
         drop_user_value(self.argument.take());
+        drop_user_value(self.context.take());
     }
 }
 
@@ -72,7 +77,12 @@ impl fmt::Debug for RemoteCall {
 }
 
 impl RemoteCall {
-    pub(crate) fn new<A, R>(function: &'static str, argument: A, shared: Arc<JobShared<R>>) -> Self
+    pub(crate) fn new<A, R>(
+        function: &'static str,
+        argument: A,
+        shared: Arc<JobShared<R>>,
+        context: Option<Box<dyn JobContext>>,
+    ) -> Self
     where
         A: CallData,
         R: CallData,
@@ -84,7 +94,17 @@ impl RemoteCall {
                 shared,
                 ended: false,
             }),
+            context,
         }
+    }
+
+    /// Runs `f` inside the context captured when the call was submitted
+    /// (with the `tracing` feature, the submitter's span), so that the
+    /// parent-side work of a call (encoding, dispatch) is recorded there.
+    /// [`deliver`](Self::deliver) and [`fail`](Self::fail) enter it
+    /// themselves. Without a context, just runs `f`.
+    pub fn in_context<T>(&self, f: impl FnOnce() -> T) -> T {
+        run_in(self.context.as_deref(), f)
     }
 
     /// The function's registered name.
@@ -117,13 +137,17 @@ impl RemoteCall {
     /// `Deserialize` implementation that panics: the calling thread, a
     /// backend's, carries on).
     pub fn deliver(mut self, deserializer: &mut dyn erased_serde::Deserializer<'_>) {
-        self.reply.deliver(deserializer);
+        let context = self.context.take();
+        run_in(context.as_deref(), || self.reply.deliver(deserializer));
+        drop_user_value(context);
     }
 
     /// Ends the job with `error` (for example [`Error::Panicked`] from the
     /// worker, or [`Error::Broken`] when the worker died).
     pub fn fail(mut self, error: Error) {
-        self.reply.fail(error);
+        let context = self.context.take();
+        run_in(context.as_deref(), || self.reply.fail(error));
+        drop_user_value(context);
     }
 }
 

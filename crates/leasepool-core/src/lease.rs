@@ -58,7 +58,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         T: Send + 'static,
     {
         let pool = self.begin_job()?;
-        let (task, handle) = Task::with_link(f, Some(self.link()));
+        let (task, handle) = Task::with_link(f, Some(self.link()), self.inner.capture());
         self.execute(&pool, task);
         Ok(handle)
     }
@@ -82,7 +82,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         R: CallData,
     {
         let pool = self.begin_job()?;
-        let (task, handle) = Task::with_call(f, argument, Some(self.link()));
+        let (task, handle) = Task::with_call(f, argument, Some(self.link()), self.inner.capture());
         self.execute(&pool, task);
         Ok(handle)
     }

@@ -60,6 +60,7 @@ mod job;
 mod job_scope;
 mod lease;
 mod manager;
+pub mod observe;
 #[cfg(feature = "serde")]
 mod serde_secs;
 mod shutdown;

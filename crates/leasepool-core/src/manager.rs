@@ -19,11 +19,12 @@ use crate::checker::sizer::{Sizer, read_units};
 use crate::checker::{self, Checker};
 use crate::contain::{contain, contain_logged};
 use crate::job::{JobEnd, JobSink};
-use crate::state::{Effects, LeaseState, Lifecycle, Limits, Note};
+use crate::observe::{JobContext, LogObserver, Observer, Snapshot};
+use crate::state::{Effects, LeaseState, Lifecycle, Limits};
 use crate::wait::{Gate, StartGate, WakeSlot};
 use crate::{
-    Acquire, BackendPool, CallData, CallFn, Error, ExecutorBackend, LOG_TARGET, LeaseId,
-    LocalBackend, ManagerBuilder, ManagerConfig, ManagerStats,
+    Acquire, BackendPool, CallData, CallFn, Error, ExecutorBackend, LeaseId, LocalBackend,
+    ManagerBuilder, ManagerConfig, ManagerStats,
 };
 
 /// The pool handle the state machine moves around.
@@ -83,6 +84,11 @@ pub(crate) struct Inner<B: ExecutorBackend> {
     pub(crate) checker: Arc<Checker>,
     /// Notified when a graceful shutdown may proceed.
     pub(crate) shutdown_ready: Event,
+    /// Told of events and (if it wants them) snapshots; captures job
+    /// context at submit.
+    pub(crate) observer: Arc<dyn Observer>,
+    /// `observer.wants_snapshots()`, read once.
+    snapshots: bool,
 }
 
 /// Owns a bounded set of executor pools and lends them out as leases.
@@ -149,8 +155,16 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
         ManagerBuilder::new(backend)
     }
 
-    pub(crate) fn from_parts(backend: B, config: ManagerConfig) -> Self {
+    pub(crate) fn from_parts(
+        backend: B,
+        config: ManagerConfig,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Self {
         let id = crate::id::next_manager_id();
+        let observer = observer
+            .or_else(|| contain(|| backend.observer(&config)).ok().flatten())
+            .unwrap_or_else(|| Arc::new(LogObserver));
+        let snapshots = contain(|| observer.wants_snapshots()).unwrap_or(false);
         let limits = Limits {
             max_pools: config.max_pools,
             min_pools: config.min_pools,
@@ -168,6 +182,8 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                 }),
                 checker: Arc::new(Checker::default()),
                 shutdown_ready: Event::new(),
+                observer,
+                snapshots,
             }),
         }
     }
@@ -401,6 +417,9 @@ impl<B: ExecutorBackend> Inner<B> {
             if core.state.phase() == Lifecycle::ShuttingDown && core.state.leased() == 0 {
                 fx.shutdown_ready = true;
             }
+            if self.snapshots {
+                fx.snapshot = Some(self.snapshot(&core.state));
+            }
             result
         };
         self.apply(fx);
@@ -412,9 +431,52 @@ impl<B: ExecutorBackend> Inner<B> {
         self.with_core(|core, fx| f(&mut core.state, fx))
     }
 
-    /// Fresh effects; log notes are built only when a logger is installed.
+    /// Fresh effects; events are built only at levels the observer wants.
     fn effects(&self) -> Fx<B> {
-        Effects::with_notes(log::max_level() != log::LevelFilter::Off)
+        Effects::observed(contain(|| self.observer.max_level()).unwrap_or(None))
+    }
+
+    /// The state as the observer's snapshot shows it.
+    fn snapshot(&self, state: &State<B>) -> Snapshot {
+        Snapshot {
+            manager: self.config.name_prefix.clone(),
+            total: state.total(),
+            available: state.available(),
+            leased: state.leased(),
+            waiting: state.waiting(),
+            desired: state.desired(),
+            max_pools: state.limits().max_pools,
+            counters: state.counters().clone(),
+        }
+    }
+
+    /// Tells the observer of one event outside a transition (start, stop,
+    /// shutdown, grinder), if it wants the event's level.
+    pub(crate) fn observe(&self, event: impl FnOnce() -> crate::observe::Event) {
+        let mut fx = self.effects();
+        fx.note(event);
+        self.tell_observer(&fx);
+    }
+
+    /// Hands the effects' events and snapshot to the observer; a panicking
+    /// observer loses them, not the thread.
+    fn tell_observer(&self, fx: &Fx<B>) {
+        if fx.events.is_empty() && fx.snapshot.is_none() {
+            return;
+        }
+        let _ = contain(|| {
+            for event in &fx.events {
+                self.observer.event(event);
+            }
+            if let Some(snapshot) = &fx.snapshot {
+                self.observer.snapshot(snapshot);
+            }
+        });
+    }
+
+    /// The observer's context for a job submitted now, on this thread.
+    pub(crate) fn capture(&self) -> Option<Box<dyn JobContext>> {
+        contain(|| self.observer.capture()).ok().flatten()
     }
 
     /// Performs the effects of a transition. Never called under the lock.
@@ -425,14 +487,7 @@ impl<B: ExecutorBackend> Inner<B> {
         if fx.is_empty() {
             return;
         }
-        if !fx.notes.is_empty() {
-            // A logger that panics loses its records, not the thread.
-            let _ = contain(|| {
-                for note in &fx.notes {
-                    log_note(self.backend.name(), note);
-                }
-            });
-        }
+        self.tell_observer(&fx);
         for pool in fx.revoked {
             contain_logged(Level::Error, "BackendPool::revoke", || pool.revoke());
         }
@@ -557,7 +612,8 @@ impl<B: ExecutorBackend> Inner<B> {
             (Stopped { live, sizer }, was_running)
         });
         if was_running {
-            log::info!(target: LOG_TARGET, "stopped lease manager (backend {})", self.backend.name());
+            let backend = self.backend.name();
+            self.observe(|| crate::observe::Event::Stopped { backend });
         }
         stopped
     }
@@ -590,79 +646,4 @@ impl<B: ExecutorBackend> Drop for Inner<B> {
 pub(crate) fn weak_sink<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Weak<dyn JobSink> {
     let weak: Weak<Inner<B>> = Arc::downgrade(inner);
     weak
-}
-
-/// Emits one note. Per-lease and per-job events go at `debug`, so a busy
-/// service logs a constant number of lines at `info` (start, stop,
-/// shutdown); `warn` is for soft expiry, revocation, broken pools and
-/// failed creations.
-fn log_note(backend: &str, note: &Note) {
-    use crate::state::Finalised;
-    let owner = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("-").to_owned();
-    match note {
-        Note::Leased {
-            id,
-            owner: o,
-            pool,
-            duration,
-            grace,
-        } => log::debug!(
-            target: LOG_TARGET,
-            "leased pool {pool} as {id} (owner {}, lease {duration:?}, grace {grace:?}, backend {backend})",
-            owner(o)
-        ),
-        Note::Draining { id, pending } => log::debug!(
-            target: LOG_TARGET,
-            "released {id} with {pending} jobs pending: draining"
-        ),
-        Note::Finalised { id, pool, outcome } => {
-            let outcome = match outcome {
-                Finalised::HandedOff => "handed to the oldest waiter",
-                Finalised::Idle => "returned to the idle set",
-                Finalised::ShutDown => "shut down",
-            };
-            log::debug!(target: LOG_TARGET, "finalised {id}: pool {pool} {outcome}")
-        }
-        Note::Renewed { id, duration } => log::debug!(
-            target: LOG_TARGET,
-            "renewed {id} for {duration:?}"
-        ),
-        Note::SoftExpired { id, owner: o } => log::warn!(
-            target: LOG_TARGET,
-            "{id} (owner {}) passed its soft expiry; it will be revoked at hard expiry",
-            owner(o)
-        ),
-        Note::Revoked { id, owner: o, pool } => log::warn!(
-            target: LOG_TARGET,
-            "revoked {id} (owner {}) at hard expiry; pool {pool} shut down",
-            owner(o)
-        ),
-        Note::Retired {
-            pool,
-            lease,
-            reason,
-        } => match lease {
-            Some(id) => log::warn!(
-                target: LOG_TARGET,
-                "retired broken pool {pool} held by {id}: {reason}"
-            ),
-            None => log::warn!(target: LOG_TARGET, "retired broken idle pool {pool}: {reason}"),
-        },
-        Note::Shrunk { pool } => log::debug!(
-            target: LOG_TARGET,
-            "shut down idle pool {pool}: above the desired count"
-        ),
-        Note::Created { pool } => log::debug!(
-            target: LOG_TARGET,
-            "created executor pool {pool} (backend {backend})"
-        ),
-        Note::CreateFailed { error } => log::warn!(
-            target: LOG_TARGET,
-            "could not create an executor pool: {error}"
-        ),
-        Note::WaiterTimedOut { waited } => log::debug!(
-            target: LOG_TARGET,
-            "an acquire timed out after {waited:?}"
-        ),
-    }
 }

@@ -21,9 +21,10 @@ use event_listener::Listener;
 
 use crate::backend::LiveWorkers;
 use crate::manager::Inner;
+use crate::observe::Event;
 use crate::state::deadline_after;
 use crate::wait::wait_for;
-use crate::{ExecutorBackend, LOG_TARGET, LeasedExecutorManager, ShutdownReport};
+use crate::{ExecutorBackend, LeasedExecutorManager, ShutdownReport};
 
 /// How long `shutdown` waits for workers past its deadline.
 pub(crate) const JOIN_GRACE: Duration = Duration::from_millis(500);
@@ -75,10 +76,7 @@ impl<B: ExecutorBackend> Inner<B> {
     fn begin_shutdown(&self, at: Instant, deadline: Duration) -> Option<usize> {
         let held = self.transition(|state, fx| state.begin_shutdown(at, fx));
         if let Some(held) = held {
-            log::info!(
-                target: LOG_TARGET,
-                "shutting down within {deadline:?}: {held} leases held, no new leases"
-            );
+            self.observe(|| Event::ShutdownBegun { deadline, held });
         }
         held
     }
@@ -112,11 +110,9 @@ impl<B: ExecutorBackend> Inner<B> {
         };
         drop(core);
         if at_start.is_some() {
-            if report.workers_still_running > 0 {
-                log::warn!(target: LOG_TARGET, "shutdown finished with work left behind: {report:?}");
-            } else {
-                log::info!(target: LOG_TARGET, "shutdown finished: {report:?}");
-            }
+            self.observe(|| Event::ShutdownFinished {
+                report: report.clone(),
+            });
         }
         report
     }

@@ -12,6 +12,7 @@ use crate::contain::drop_user_value;
 use crate::error::take_panic_message;
 use crate::job::{JobHandle, JobShared, LeaseLink};
 use crate::job_scope;
+use crate::observe::{JobContext, run_in};
 
 /// One job, handed to [`BackendPool::execute`](crate::BackendPool::execute).
 ///
@@ -45,10 +46,15 @@ impl Task {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Self::with_link(f, None)
+        Self::with_link(f, None, None)
     }
 
-    pub(crate) fn with_link<F, T>(f: F, lease: Option<LeaseLink>) -> (Task, JobHandle<T>)
+    /// A task counted by `lease` (if any), run inside `context` (if any).
+    pub(crate) fn with_link<F, T>(
+        f: F,
+        lease: Option<LeaseLink>,
+        context: Option<Box<dyn JobContext>>,
+    ) -> (Task, JobHandle<T>)
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -59,6 +65,7 @@ impl Task {
                 f: Some(f),
                 shared: shared.clone(),
                 grinder: 0,
+                context,
             }),
         };
         (task, JobHandle::new(shared))
@@ -123,13 +130,16 @@ impl Task {
         A: CallData,
         R: CallData,
     {
-        Self::with_call(f, argument, None)
+        Self::with_call(f, argument, None, None)
     }
 
+    /// A `call` task counted by `lease` (if any), run (or, out of process,
+    /// dispatched and delivered) inside `context` (if any).
     pub(crate) fn with_call<F, A, R>(
         f: F,
         argument: A,
         lease: Option<LeaseLink>,
+        context: Option<Box<dyn JobContext>>,
     ) -> (Task, JobHandle<R>)
     where
         F: CallFn<A, R>,
@@ -142,6 +152,7 @@ impl Task {
                 call: Some((f, argument)),
                 shared: shared.clone(),
                 grinder: 0,
+                context,
             }),
         };
         (task, JobHandle::new(shared))
@@ -163,6 +174,8 @@ struct ClosureTask<F, T> {
     shared: Arc<JobShared<T>>,
     /// The grinder this task is an item of (0: none).
     grinder: u64,
+    /// The submitter's context, entered around the job.
+    context: Option<Box<dyn JobContext>>,
 }
 
 impl<F, T> Runnable for ClosureTask<F, T>
@@ -177,10 +190,12 @@ where
             drop_user_value(f);
             return;
         }
-        let result = {
+        let context = self.context.take();
+        let result = run_in(context.as_deref(), || {
             let _scope = job_scope::enter(self.shared.manager(), self.grinder);
             catch_unwind(AssertUnwindSafe(f))
-        };
+        });
+        drop_user_value(context);
         // Ours may be the last reference to the result (its handle was
         // dropped): `JobShared` drops it safely.
         self.shared.finish(result.map_err(panicked));
@@ -220,6 +235,7 @@ impl<F, T> Drop for ClosureTask<F, T> {
             drop_user_value(f);
             self.shared.end_unstarted(Error::Cancelled);
         }
+        drop_user_value(self.context.take());
     }
 }
 
@@ -234,6 +250,9 @@ struct CallTask<F, A, R> {
     shared: Arc<JobShared<R>>,
     /// The grinder this task is an item of (0: none).
     grinder: u64,
+    /// The submitter's context, entered around the job (or, out of
+    /// process, around its dispatch and delivery).
+    context: Option<Box<dyn JobContext>>,
 }
 
 impl<F, A, R> Runnable for CallTask<F, A, R>
@@ -250,10 +269,12 @@ where
             drop_user_value(argument);
             return;
         }
-        let result = {
+        let context = self.context.take();
+        let result = run_in(context.as_deref(), || {
             let _scope = job_scope::enter(self.shared.manager(), self.grinder);
             catch_unwind(AssertUnwindSafe(move || f(argument)))
-        };
+        });
+        drop_user_value(context);
         self.shared.finish(result.map_err(panicked));
     }
 
@@ -274,6 +295,7 @@ where
             type_name::<F>(),
             argument,
             self.shared.clone(),
+            self.context.take(),
         ))
     }
 
@@ -296,6 +318,7 @@ impl<F, A, R> Drop for CallTask<F, A, R> {
             drop_user_value(call);
             self.shared.end_unstarted(Error::Cancelled);
         }
+        drop_user_value(self.context.take());
     }
 }
 
@@ -340,7 +363,7 @@ mod tests {
             key: 1,
             manager,
         };
-        Task::with_link(f, Some(link))
+        Task::with_link(f, Some(link), None)
     }
 
     #[test]

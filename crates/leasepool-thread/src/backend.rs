@@ -73,6 +73,15 @@ impl ExecutorBackend for ThreadBackend {
         ThreadPool::spawn(self, &ctx)
     }
 
+    /// The observer of leasepool-observe's enabled features (`tracing`,
+    /// `metrics`), if any.
+    fn observer(
+        &self,
+        config: &leasepool_core::ManagerConfig,
+    ) -> Option<std::sync::Arc<dyn leasepool_core::observe::Observer>> {
+        leasepool_observe::observer_for(config)
+    }
+
     fn check_config(&self, _config: &leasepool_core::ManagerConfig) -> Result<(), Error> {
         if let Some(bytes) = self.stack_size {
             validate::positive("stack_size", bytes)?;

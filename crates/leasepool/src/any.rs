@@ -179,6 +179,15 @@ impl ExecutorBackend for AnyBackend {
         }
     }
 
+    /// The observer of leasepool-observe's enabled features (`tracing`,
+    /// `metrics`), if any.
+    fn observer(
+        &self,
+        config: &leasepool_core::ManagerConfig,
+    ) -> Option<std::sync::Arc<dyn leasepool_core::observe::Observer>> {
+        leasepool_observe::observer_for(config)
+    }
+
     fn check_config(&self, config: &ManagerConfig) -> Result<(), Error> {
         match *self {
             #[cfg(feature = "thread")]

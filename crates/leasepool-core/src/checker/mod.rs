@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::LiveWorkers;
 use crate::manager::Inner;
+use crate::observe::Event;
 use crate::state::Lifecycle;
 use crate::wait::{Alarm, StartGate};
 use crate::{Error, ExecutorBackend, PoolContext};
@@ -117,10 +118,7 @@ fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Resul
         Some(sizer) => {
             let patience = SIZE_PATIENCE.min(inner.config.check_interval);
             if !sizer.wait_first(crate::state::deadline_after(Instant::now(), patience)) {
-                log::warn!(
-                    target: crate::LOG_TARGET,
-                    "size_provider has not answered within {patience:?}: starting with min_pools"
-                );
+                inner.observe(|| Event::SizeProviderSlow { patience });
             }
             sizer.units()
         }
@@ -143,7 +141,9 @@ fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Resul
                         core.state.abort_start();
                     }
                 });
-                log::warn!(target: crate::LOG_TARGET, "start failed: {error}");
+                inner.observe(|| Event::StartFailed {
+                    error: error.clone(),
+                });
                 return Err(error);
             }
         }
@@ -158,19 +158,14 @@ fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Resul
     });
     match installed {
         Ok(()) => {
-            for seq in created {
-                log::debug!(
-                    target: crate::LOG_TARGET,
-                    "created executor pool {seq} (backend {})",
-                    inner.backend.name()
-                );
+            for pool in &created {
+                inner.observe(|| Event::Created { pool: *pool });
             }
-            log::info!(
-                target: crate::LOG_TARGET,
-                "started lease manager: backend {}, {desired} pools, max_pools {}",
-                inner.backend.name(),
-                inner.config.max_pools
-            );
+            inner.observe(|| Event::Started {
+                backend: inner.backend.name(),
+                pools: created.len(),
+                max_pools: inner.config.max_pools,
+            });
             Ok(())
         }
         Err(pools) => {

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use super::GrinderInner;
+use crate::observe::Event;
 use crate::{AcquireFuture, Error, ExecutorBackend, ExecutorLease, Task};
 
 /// A batch whose lease has not been granted yet.
@@ -34,7 +35,10 @@ pub(super) struct Waiting<B: ExecutorBackend> {
 impl<B: ExecutorBackend> Waiting<B> {
     pub(super) fn new(inner: &GrinderInner<B>, number: u64, tasks: Vec<Task>) -> Self {
         let owner = format!("{}-batch-{number}", inner.owner_prefix);
-        log::debug!(target: crate::LOG_TARGET, "grinder batch {number}: {} items, leasing as {owner}", tasks.len());
+        inner.observe(|| Event::GrinderBatch {
+            number,
+            items: tasks.len(),
+        });
         let acquire = inner
             .manager
             .acquire()
@@ -62,7 +66,10 @@ impl<B: ExecutorBackend> Waiting<B> {
         match result {
             Ok(lease) => launch(inner, self.number, lease, tasks),
             Err(error) => {
-                log::debug!(target: crate::LOG_TARGET, "grinder batch {} got no lease: {error}", self.number);
+                inner.observe(|| Event::GrinderBatchUnleased {
+                    number: self.number,
+                    error: error.clone(),
+                });
                 fail_all(tasks, &error);
                 inner.batch_finished(self.number);
             }
@@ -128,7 +135,9 @@ impl<B: ExecutorBackend> Running<B> {
             fail_all(leftover, &error);
         }
         drop(lease);
-        log::debug!(target: crate::LOG_TARGET, "grinder batch {} finished", self.number);
+        self.inner.observe(|| Event::GrinderBatchFinished {
+            number: self.number,
+        });
         self.inner.batch_finished(self.number);
     }
 }
@@ -157,12 +166,10 @@ impl<B: ExecutorBackend> CancelBatch for Running<B> {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if lease.is_some() {
-            log::debug!(
-                target: crate::LOG_TARGET,
-                "grinder batch {} cancelled: {} items not started",
-                self.number,
-                unstarted.len()
-            );
+            self.inner.observe(|| Event::GrinderBatchCancelled {
+                number: self.number,
+                unstarted: unstarted.len(),
+            });
         }
         // No lock held: failing a task tells its caller.
         fail_all(unstarted, &Error::Cancelled);

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::batch::Waiting;
 use super::queue::Phase;
 use super::{GrinderInner, StopMode};
+use crate::observe::Event;
 use crate::state::deadline_after;
 use crate::wait::Alarm;
 use crate::{Error, ExecutorBackend, Task};
@@ -69,7 +70,7 @@ fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Alarm>) {
                 }
                 Step::Exit => {
                     inner.stopped.notify(usize::MAX);
-                    log::info!(target: crate::LOG_TARGET, "work grinder stopped");
+                    inner.observe(|| Event::GrinderStopped);
                     return;
                 }
                 Step::Sleep(deadline) => deadline,

@@ -31,6 +31,7 @@ use crate::config;
 use crate::job::{JobEnd, JobSink, LeaseLink};
 use crate::job_scope;
 use crate::lease::Run;
+use crate::observe::{self, JobContext};
 use crate::wait::{Alarm, wait_for};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
 
@@ -302,13 +303,11 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
             self.inner.queue().phase = Phase::Stopped;
             return Err(error);
         }
-        log::info!(
-            target: crate::LOG_TARGET,
-            "work grinder started: batch_size_threshold {}, max_wait {:?}, lease {:?}",
-            self.inner.batch_size_threshold,
-            self.inner.max_wait,
-            self.inner.lease
-        );
+        self.inner.observe(|| observe::Event::GrinderStarted {
+            batch_size_threshold: self.inner.batch_size_threshold,
+            max_wait: self.inner.max_wait,
+            lease: self.inner.lease,
+        });
         Ok(())
     }
 
@@ -351,7 +350,9 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
         A: CallData,
         R: CallData,
     {
-        GrinderInner::enqueue_task(&self.inner, |link| Task::with_call(f, argument, Some(link)))
+        GrinderInner::enqueue_task(&self.inner, |link, context| {
+            Task::with_call(f, argument, Some(link), context)
+        })
     }
 
     /// Queues `f(argument)` when first polled and waits for its result.
@@ -363,7 +364,9 @@ impl<B: ExecutorBackend> WorkGrinder<B> {
     {
         let inner = self.inner.clone();
         Run::on_first_poll(Box::new(move || {
-            GrinderInner::enqueue_task(&inner, |link| Task::with_call(f, argument, Some(link)))
+            GrinderInner::enqueue_task(&inner, |link, context| {
+                Task::with_call(f, argument, Some(link), context)
+            })
         }))
     }
 }
@@ -480,27 +483,37 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         for batch in batches {
             batch.cancel();
         }
-        log::info!(target: crate::LOG_TARGET, "work grinder stopping ({mode:?})");
+        self.observe(|| observe::Event::GrinderStopping { mode });
         self.kick();
         true
     }
 }
 
 impl<B: ExecutorBackend> GrinderInner<B> {
+    /// Tells the manager's observer of a grinder event.
+    pub(super) fn observe(&self, event: impl FnOnce() -> observe::Event) {
+        self.manager.inner.observe(event);
+    }
+
     fn enqueue<F, T>(this: &Arc<Self>, f: F) -> Result<JobHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Self::enqueue_task(this, |link| Task::with_link(f, Some(link)))
+        Self::enqueue_task(this, |link, context| {
+            Task::with_link(f, Some(link), context)
+        })
     }
 
     /// Queues the task `make` builds around the grinder's link for the new
-    /// item (so a cancelled item leaves the queue at once).
+    /// item (so a cancelled item leaves the queue at once) and the
+    /// submitter's context (captured before the queue is locked: the
+    /// observer is user code).
     fn enqueue_task<T>(
         this: &Arc<Self>,
-        make: impl FnOnce(LeaseLink) -> (Task, JobHandle<T>),
+        make: impl FnOnce(LeaseLink, Option<Box<dyn JobContext>>) -> (Task, JobHandle<T>),
     ) -> Result<JobHandle<T>, Error> {
+        let context = this.manager.inner.capture();
         let mut queue = this.queue();
         if queue.phase != Phase::Running {
             return Err(Error::NotStarted);
@@ -508,11 +521,14 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         let id = queue.next_item_id();
         let weak: Weak<GrinderInner<B>> = Arc::downgrade(this);
         let sink: Weak<dyn JobSink> = weak;
-        let (mut task, handle) = make(LeaseLink {
-            sink,
-            key: id,
-            manager: 0,
-        });
+        let (mut task, handle) = make(
+            LeaseLink {
+                sink,
+                key: id,
+                manager: 0,
+            },
+            context,
+        );
         task.mark_grinder_item(this.id);
         queue.push(id, Instant::now(), task);
         let due = queue.pending.len() >= this.batch_size_threshold || queue.pending.len() == 1;

@@ -25,6 +25,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return Ok(AcquireStep::Granted(self.grant(
                 slot,
                 request.terms,
+                Duration::ZERO,
                 now,
                 fx,
             )));
@@ -74,11 +75,12 @@ impl<P: Clone, W> LeaseState<P, W> {
         }
     }
 
-    /// Leases `slot` under `terms`.
+    /// Leases `slot` under `terms` to a caller that `waited` in the queue.
     pub(super) fn grant(
         &mut self,
         slot: PoolSlot<P>,
         terms: LeaseTerms,
+        waited: Duration,
         now: Instant,
         fx: &mut Effects<P, W>,
     ) -> Grant {
@@ -89,12 +91,13 @@ impl<P: Clone, W> LeaseState<P, W> {
         let soft = deadline_after(now, terms.duration);
         let hard = deadline_after(soft, terms.grace);
         let end = Arc::new(EndCell::default());
-        fx.note(|| Note::Leased {
+        fx.note(|| Event::Leased {
             id,
             owner: terms.owner.clone(),
             pool: slot.seq,
             duration: terms.duration,
             grace: terms.grace,
+            waited,
         });
         if self.before_checker(Some(soft)) {
             fx.wake_checker = true;
@@ -135,7 +138,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         slot: PoolSlot<P>,
         now: Instant,
         fx: &mut Effects<P, W>,
-    ) -> Finalised {
+    ) -> PoolFate {
         if let Some(waiter) = self.waiters.pop_oldest() {
             let waited = now.saturating_duration_since(waiter.since);
             let counters = &mut self.counters;
@@ -143,16 +146,16 @@ impl<P: Clone, W> LeaseState<P, W> {
             counters.wait_time_total = counters.wait_time_total.saturating_add(waited);
             counters.wait_time_max = counters.wait_time_max.max(waited);
             let Waiter { terms, .. } = &waiter;
-            let grant = self.grant(slot, terms.clone(), now, fx);
+            let grant = self.grant(slot, terms.clone(), waited, now, fx);
             fx.wake
                 .push(self.waiters.resolve(waiter, Resolution::Granted(grant)));
-            Finalised::HandedOff
+            PoolFate::HandedOff
         } else if self.total() < self.desired {
             self.idle.push_back(slot);
-            Finalised::Idle
+            PoolFate::Idle
         } else {
             fx.shutdown.push(slot.pool);
-            Finalised::ShutDown
+            PoolFate::ShutDown
         }
     }
 }

@@ -5,10 +5,7 @@
 //! afterwards. That keeps the lock a leaf (no user code, no backend code runs
 //! under it) and keeps the state machine testable without threads.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::{Error, LeaseId};
+use crate::observe::{Event, Level, Snapshot};
 
 /// Side effects collected while the state lock is held.
 #[derive(Debug)]
@@ -22,12 +19,16 @@ pub(crate) struct Effects<P, W> {
     pub(crate) wake: Vec<W>,
     /// The checker must run a pass soon (new deadline, capacity to create).
     pub(crate) wake_checker: bool,
-    /// Log records to emit.
-    pub(crate) notes: Vec<Note>,
+    /// Events for the observer.
+    pub(crate) events: Vec<Event>,
     /// A graceful shutdown may proceed (set by the manager).
     pub(crate) shutdown_ready: bool,
-    /// False when no logger would print the notes: they are not built.
-    record_notes: bool,
+    /// The state after the transition, for an observer that wants it (set
+    /// by the manager).
+    pub(crate) snapshot: Option<Snapshot>,
+    /// The least severe event level the observer wants (`None`: no
+    /// events are built).
+    max_level: Option<Level>,
 }
 
 impl<P, W> Default for Effects<P, W> {
@@ -37,27 +38,32 @@ impl<P, W> Default for Effects<P, W> {
             revoked: Vec::new(),
             wake: Vec::new(),
             wake_checker: false,
-            notes: Vec::new(),
+            events: Vec::new(),
             shutdown_ready: false,
-            record_notes: true,
+            snapshot: None,
+            max_level: Some(Level::Trace),
         }
     }
 }
 
 impl<P, W> Effects<P, W> {
-    /// Effects that build log notes only if `record_notes` (the manager
-    /// passes whether any logger is listening).
-    pub(crate) fn with_notes(record_notes: bool) -> Self {
+    /// Effects that keep only events at or above `max_level` (the
+    /// observer's).
+    pub(crate) fn observed(max_level: Option<Level>) -> Self {
         Effects {
-            record_notes,
+            max_level,
             ..Effects::default()
         }
     }
 
-    /// Records a log note, building it only if someone will read it.
-    pub(crate) fn note(&mut self, note: impl FnOnce() -> Note) {
-        if self.record_notes {
-            self.notes.push(note());
+    /// Records an event if the observer wants its level; nothing is built
+    /// when it wants no events at all.
+    pub(crate) fn note(&mut self, event: impl FnOnce() -> Event) {
+        if let Some(max) = self.max_level {
+            let event = event();
+            if event.level() <= max {
+                self.events.push(event);
+            }
         }
     }
 
@@ -65,69 +71,8 @@ impl<P, W> Effects<P, W> {
         self.shutdown.is_empty()
             && self.wake.is_empty()
             && !self.wake_checker
-            && self.notes.is_empty()
+            && self.events.is_empty()
             && !self.shutdown_ready
+            && self.snapshot.is_none()
     }
-}
-
-/// A log-worthy event (docs/guide.md, "Diagnostics"), emitted by the manager through `log`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Note {
-    Leased {
-        id: LeaseId,
-        owner: Option<Arc<str>>,
-        pool: u64,
-        duration: Duration,
-        grace: Duration,
-    },
-    Draining {
-        id: LeaseId,
-        pending: usize,
-    },
-    Finalised {
-        id: LeaseId,
-        pool: u64,
-        outcome: Finalised,
-    },
-    Renewed {
-        id: LeaseId,
-        duration: Duration,
-    },
-    SoftExpired {
-        id: LeaseId,
-        owner: Option<Arc<str>>,
-    },
-    Revoked {
-        id: LeaseId,
-        owner: Option<Arc<str>>,
-        pool: u64,
-    },
-    Retired {
-        pool: u64,
-        lease: Option<LeaseId>,
-        reason: String,
-    },
-    Shrunk {
-        pool: u64,
-    },
-    Created {
-        pool: u64,
-    },
-    CreateFailed {
-        error: Error,
-    },
-    WaiterTimedOut {
-        waited: Duration,
-    },
-}
-
-/// Where a finalised lease's pool went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Finalised {
-    /// Straight to the oldest waiter.
-    HandedOff,
-    /// Back to the idle set.
-    Idle,
-    /// Shut down (expired, stopping, or above the desired count).
-    ShutDown,
 }

@@ -10,7 +10,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         };
         record.end.set(LeaseEnd::Expired);
         self.counters.leases_revoked += 1;
-        fx.note(|| Note::Revoked {
+        fx.note(|| Event::Revoked {
             id: record.id,
             owner: record.owner.clone(),
             pool: record.pool.seq,
@@ -57,7 +57,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             if let Some(slot) = self.idle.remove(index) {
                 fx.shutdown.push(slot.pool);
             }
-            fx.note(|| Note::Retired {
+            fx.note(|| Event::Retired {
                 pool: seq,
                 lease: None,
                 reason: reason.to_owned(),
@@ -70,7 +70,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         {
             if let Some(record) = self.leases.remove(&key) {
                 record.end.set(LeaseEnd::Broken);
-                fx.note(|| Note::Retired {
+                fx.note(|| Event::Retired {
                     pool: seq,
                     lease: Some(record.id),
                     reason: reason.to_owned(),

@@ -61,7 +61,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) use effects::{Effects, Finalised, Note};
+pub(crate) use crate::observe::{Event, PoolFate};
+pub(crate) use effects::Effects;
 use seqmap::SeqMap;
 pub(crate) use waiters::Resolution;
 use waiters::{WaitQueue, Waiter};

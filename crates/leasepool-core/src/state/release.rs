@@ -15,7 +15,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         self.counters.leases_released += 1;
         if record.pending > 0 {
             record.draining = true;
-            fx.note(|| Note::Draining {
+            fx.note(|| Event::Draining {
                 id: record.id,
                 pending: record.pending,
             });
@@ -39,9 +39,9 @@ impl<P: Clone, W> LeaseState<P, W> {
             self.offer(record.pool, now, fx)
         } else {
             fx.shutdown.push(record.pool.pool);
-            Finalised::ShutDown
+            PoolFate::ShutDown
         };
-        fx.note(|| Note::Finalised {
+        fx.note(|| Event::Finalised {
             id: record.id,
             pool,
             outcome,
@@ -76,7 +76,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         record.hard = deadline_after(record.soft, record.grace);
         record.soft_warned = false;
         self.counters.leases_renewed += 1;
-        fx.note(|| Note::Renewed {
+        fx.note(|| Event::Renewed {
             id: record.id,
             duration,
         });

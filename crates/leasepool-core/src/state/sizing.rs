@@ -23,7 +23,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             let Some(slot) = self.idle.pop_back() else {
                 break;
             };
-            fx.note(|| Note::Shrunk { pool: slot.seq });
+            fx.note(|| Event::Shrunk { pool: slot.seq });
             fx.shutdown.push(slot.pool);
         }
     }
@@ -81,7 +81,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             fx.shutdown.push(slot.pool);
             return;
         }
-        fx.note(|| Note::Created { pool: slot.seq });
+        fx.note(|| Event::Created { pool: slot.seq });
         if self.in_creation.remove(&slot.seq).is_none() {
             // Planned by a run that was stopped.
             fx.shutdown.push(slot.pool);
@@ -105,7 +105,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         }
         self.creating = self.creating.saturating_sub(1);
         self.counters.pools_broken += 1;
-        fx.note(|| Note::Retired {
+        fx.note(|| Event::Retired {
             pool: seq,
             lease: None,
             reason: reason.to_owned(),
@@ -128,7 +128,7 @@ impl<P: Clone, W> LeaseState<P, W> {
                 );
             }
         }
-        fx.note(|| Note::CreateFailed { error });
+        fx.note(|| Event::CreateFailed { error });
         // Other waiters may still need a pool: try again (the manager paces
         // retries with the back-off).
         self.request_capacity(fx);
@@ -151,7 +151,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             for waiter in self.waiters.take_timed_out(now, spared) {
                 let (_, timeout) = waiter.deadline.unwrap_or((now, Duration::ZERO));
                 self.counters.timed_out += 1;
-                fx.note(|| Note::WaiterTimedOut { waited: timeout });
+                fx.note(|| Event::WaiterTimedOut { waited: timeout });
                 fx.wake.push(
                     self.waiters
                         .resolve(waiter, Resolution::Failed(Error::Timeout(timeout))),
@@ -160,7 +160,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             for record in self.leases.values_mut() {
                 if !record.soft_warned && now >= record.soft {
                     record.soft_warned = true;
-                    fx.note(|| Note::SoftExpired {
+                    fx.note(|| Event::SoftExpired {
                         id: record.id,
                         owner: record.owner.clone(),
                     });

@@ -242,7 +242,9 @@ impl BackendPool for ProcessPool {
             }
         };
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
-        let frame = match encode_call(id, &call) {
+        // The submitter's context (its tracing span) covers the encoding;
+        // delivery enters it again on the reader thread.
+        let frame = match call.in_context(|| encode_call(id, &call)) {
             Ok(frame) => frame,
             Err(error) => {
                 fail(call, error);

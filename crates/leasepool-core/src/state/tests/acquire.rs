@@ -55,13 +55,14 @@ fn acquire_grant_carries_terms_deadlines_and_a_fresh_id() {
     assert_eq!(grant.hard, now + ms(110));
     assert_eq!(grant.end.get(), None);
     assert_eq!(
-        fx.notes,
-        vec![Note::Leased {
+        fx.events,
+        vec![Event::Leased {
             id: grant.id,
             owner: Some(owner),
             pool: 1,
             duration: ms(100),
             grace: ms(10),
+            waited: Duration::ZERO,
         }]
     );
     // No checker pass is scheduled yet: the new expiry must wake it.
@@ -242,7 +243,7 @@ fn acquire_revokes_hard_expired_leases_first() {
     assert_eq!(
         count_notes(
             &fx,
-            |n| matches!(n, Note::Revoked { id, pool: 1, .. } if *id == a.id)
+            |n| matches!(n, Event::Revoked { id, pool: 1, .. } if *id == a.id)
         ),
         1
     );
@@ -273,7 +274,7 @@ fn released_pool_goes_straight_to_the_oldest_waiter() {
         0,
         "the pool never goes idle while someone waits"
     );
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::HandedOff)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::HandedOff)]);
     assert_eq!(a.end.get(), Some(LeaseEnd::Released));
     let g1 = h.granted(w1);
     assert_eq!(h.pool_of(g1.key), 1);
@@ -291,7 +292,7 @@ fn released_pool_goes_straight_to_the_oldest_waiter() {
     // Nobody waits any more: the pool goes idle.
     let fx = h.release(g3.key, 13);
     assert!(fx.wake.is_empty());
-    assert_eq!(finalised(&fx), vec![(g3.key, 1, Finalised::Idle)]);
+    assert_eq!(finalised(&fx), vec![(g3.key, 1, PoolFate::Idle)]);
     assert_eq!(h.idle(), vec![1]);
 }
 
@@ -306,7 +307,7 @@ fn created_pool_goes_to_the_oldest_waiter() {
     // Creations may finish in any order; the oldest waiter is served first.
     let fx = h.created(3, 5);
     assert_eq!(fx.wake, vec![w1]);
-    assert_eq!(fx.notes.first(), Some(&Note::Created { pool: 3 }));
+    assert_eq!(fx.events.first(), Some(&Event::Created { pool: 3 }));
     let fx = h.created(2, 6);
     assert_eq!(fx.wake, vec![w2]);
     let g1 = h.granted(w1);
@@ -347,7 +348,7 @@ fn cancel_of_a_granted_waiter_passes_its_pool_to_the_next_waiter() {
     // w1's future is dropped before it picked up its grant.
     let fx = h.cancel(w1, 4);
     assert_eq!(fx.wake, vec![w2], "the pool goes on to the next waiter");
-    assert_eq!(finalised(&fx), vec![(parked_key, 1, Finalised::HandedOff)]);
+    assert_eq!(finalised(&fx), vec![(parked_key, 1, PoolFate::HandedOff)]);
     assert!(h.s.take_resolution(w1).is_none());
     let g2 = h.granted(w2);
     assert_eq!(h.pool_of(g2.key), 1);

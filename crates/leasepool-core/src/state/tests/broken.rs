@@ -10,8 +10,8 @@ fn pool_broken_on_an_idle_pool_retires_it() {
     let fx = h.broken(1);
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Retired {
+        fx.events,
+        vec![Event::Retired {
             pool: 1,
             lease: None,
             reason: "worker died".to_owned()
@@ -35,8 +35,8 @@ fn pool_broken_on_a_leased_pool_ends_the_lease_as_broken() {
     let fx = h.broken(1);
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Retired {
+        fx.events,
+        vec![Event::Retired {
             pool: 1,
             lease: Some(a.id),
             reason: "worker died".to_owned()
@@ -115,8 +115,8 @@ fn discarded_creation_frees_its_slot_and_asks_for_a_replacement() {
     h.check();
     assert_eq!(h.s.creating, 0);
     assert_eq!(
-        fx.notes,
-        vec![Note::Retired {
+        fx.events,
+        vec![Event::Retired {
             pool: 2,
             lease: None,
             reason: "initializer failed".to_owned()
@@ -148,8 +148,8 @@ fn pool_creation_failure_fails_the_oldest_uncovered_waiter() {
     let fx = h.creation_failed(seqs[0], error.clone());
     assert_eq!(fx.wake, vec![w1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::CreateFailed {
+        fx.events,
+        vec![Event::CreateFailed {
             error: error.clone()
         }]
     );
@@ -196,7 +196,7 @@ fn pool_creation_failure_spares_waiters_covered_by_other_creations() {
     assert_eq!(h.plan(), vec![2]);
     let fx = h.creation_failed(2, Error::Broken("cannot spawn".into()));
     assert!(fx.wake.is_empty());
-    assert_eq!(fx.notes.len(), 1);
+    assert_eq!(fx.events.len(), 1);
     assert!(fx.wake_checker);
     assert_eq!(h.s.creating, 0);
     assert_eq!(h.plan(), vec![3]);

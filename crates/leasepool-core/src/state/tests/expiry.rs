@@ -15,7 +15,7 @@ fn tick_revokes_hard_expired_leases() {
     assert_eq!(
         count_notes(
             &fx,
-            |n| matches!(n, Note::Revoked { id, pool: 1, .. } if *id == a.id)
+            |n| matches!(n, Event::Revoked { id, pool: 1, .. } if *id == a.id)
         ),
         1
     );
@@ -53,7 +53,7 @@ fn tick_times_out_waiters_with_their_requested_timeout() {
     assert!(fx.wake.is_empty());
     let (_, fx) = h.tick(30);
     assert_eq!(fx.wake, vec![w3]);
-    assert_eq!(fx.notes, vec![Note::WaiterTimedOut { waited: ms(5) }]);
+    assert_eq!(fx.events, vec![Event::WaiterTimedOut { waited: ms(5) }]);
     assert_eq!(h.failed(w3), Error::Timeout(ms(5)));
     assert_eq!(h.s.waiting(), 2);
 
@@ -82,7 +82,7 @@ fn tick_warns_about_soft_expiry_once() {
     let Ok(AcquireStep::Granted(a)) = h.acquire_request(0, request).0 else {
         panic!("expected a grant");
     };
-    let soft = |n: &Note| matches!(n, Note::SoftExpired { .. });
+    let soft = |n: &Event| matches!(n, Event::SoftExpired { .. });
 
     let (next, fx) = h.tick(99);
     assert_eq!(count_notes(&fx, soft), 0);
@@ -90,8 +90,8 @@ fn tick_warns_about_soft_expiry_once() {
 
     let (next, fx) = h.tick(100);
     assert_eq!(
-        fx.notes,
-        vec![Note::SoftExpired {
+        fx.events,
+        vec![Event::SoftExpired {
             id: a.id,
             owner: Some(Arc::from("slow"))
         }]
@@ -116,8 +116,8 @@ fn tick_shrinks_idle_pools_above_desired_newest_first() {
     let (_, fx) = h.tick(1);
     assert_eq!(fx.shutdown, vec![4, 3]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Shrunk { pool: 4 }, Note::Shrunk { pool: 3 }]
+        fx.events,
+        vec![Event::Shrunk { pool: 4 }, Event::Shrunk { pool: 3 }]
     );
     assert_eq!(h.idle(), vec![2]);
     assert!(

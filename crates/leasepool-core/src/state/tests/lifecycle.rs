@@ -33,7 +33,7 @@ fn stop_shuts_everything_down_and_fails_every_waiter() {
         vec![w2, w3],
         "every queued waiter is woken, oldest first"
     );
-    assert!(fx.notes.is_empty());
+    assert!(fx.events.is_empty());
     assert_eq!(h.s.phase(), Lifecycle::Stopped);
     assert_eq!((h.s.available(), h.s.leased(), h.s.waiting()), (0, 0, 0));
 
@@ -88,7 +88,7 @@ fn pool_created_after_stop_is_shut_down() {
     let fx = h.created(2, 2);
     assert_eq!(fx.shutdown, vec![2]);
     assert!(fx.wake.is_empty());
-    assert_eq!(fx.notes, vec![Note::Created { pool: 2 }]);
+    assert_eq!(fx.events, vec![Event::Created { pool: 2 }]);
     assert_eq!(h.s.creating, 0);
     assert_eq!(h.s.total(), 0);
     // A failure (or a discard) of a creation planned before the stop is
@@ -304,7 +304,7 @@ fn creation_in_flight_across_stop_and_restart_is_shut_down_on_arrival() {
     let fx = h.created(2, 3);
     assert_eq!(fx.shutdown, vec![2]);
     assert!(fx.wake.is_empty());
-    assert_eq!(fx.notes, vec![Note::Created { pool: 2 }]);
+    assert_eq!(fx.events, vec![Event::Created { pool: 2 }]);
     assert!(!fx.wake_checker);
     assert_eq!(h.s.total(), 1, "max_pools is 1");
     assert_eq!(h.s.waiting(), 1);

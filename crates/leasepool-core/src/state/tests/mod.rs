@@ -41,20 +41,20 @@ fn lease_id(key: u64) -> LeaseId {
     LeaseId::new(MANAGER, key)
 }
 
-/// The `Finalised` notes of `fx` as `(lease key, pool, outcome)`.
-fn finalised(fx: &Fx) -> Vec<(u64, u64, Finalised)> {
-    fx.notes
+/// The `PoolFate` notes of `fx` as `(lease key, pool, outcome)`.
+fn finalised(fx: &Fx) -> Vec<(u64, u64, PoolFate)> {
+    fx.events
         .iter()
         .filter_map(|note| match note {
-            Note::Finalised { id, pool, outcome } => Some((id.seq(), *pool, *outcome)),
+            Event::Finalised { id, pool, outcome } => Some((id.seq(), *pool, *outcome)),
             _ => None,
         })
         .collect()
 }
 
 /// How many notes of `fx` match `pred`.
-fn count_notes(fx: &Fx, pred: impl Fn(&Note) -> bool) -> usize {
-    fx.notes.iter().filter(|note| pred(note)).count()
+fn count_notes(fx: &Fx, pred: impl Fn(&Event) -> bool) -> usize {
+    fx.events.iter().filter(|note| pred(note)).count()
 }
 
 /// A state machine under test plus the clock and signal bookkeeping.
@@ -284,7 +284,7 @@ impl H {
             let fx = self.created(seq, t);
             all.shutdown.extend(fx.shutdown);
             all.wake.extend(fx.wake);
-            all.notes.extend(fx.notes);
+            all.events.extend(fx.events);
             all.wake_checker |= fx.wake_checker;
         }
         (seqs, all)

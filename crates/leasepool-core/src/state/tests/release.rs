@@ -9,7 +9,7 @@ fn release_is_idempotent_and_unknown_keys_are_ignored() {
     let mut h = H::started(1, 1, 1);
     let a = h.lease(0);
     let fx = h.release(a.key, 1);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::Idle)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::Idle)]);
     assert_eq!(h.idle(), vec![1]);
 
     let fx = h.release(a.key, 2);
@@ -30,8 +30,8 @@ fn release_with_pending_jobs_drains_until_the_last_job_finishes() {
 
     let fx = h.release(a.key, 2);
     assert_eq!(
-        fx.notes,
-        vec![Note::Draining {
+        fx.events,
+        vec![Event::Draining {
             id: a.id,
             pending: 2
         }]
@@ -60,7 +60,7 @@ fn release_with_pending_jobs_drains_until_the_last_job_finishes() {
     assert_eq!(h.s.leased(), 1);
 
     let fx = h.job_finished(a.key, 5);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::HandedOff)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::HandedOff)]);
     assert_eq!(fx.wake, vec![w]);
     let g = h.granted(w);
     assert_eq!(h.pool_of(g.key), 1);
@@ -79,7 +79,7 @@ fn job_finished_without_release_keeps_the_lease() {
     assert!(h.job_finished(999, 3).is_empty());
     assert_eq!(h.s.leases[&a.key].pending, 0);
     let fx = h.release(a.key, 4);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::Idle)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::Idle)]);
 }
 
 #[test]
@@ -94,14 +94,14 @@ fn finalise_keeps_the_pool_idle_only_within_the_desired_count() {
     // it is shut down.
     h.s.set_desired(1);
     let fx = h.release(a.key, 1);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(h.s.total(), 2);
 
     // With room under the target it is kept.
     h.s.set_desired(2);
     let fx = h.release(b.key, 2);
-    assert_eq!(finalised(&fx), vec![(b.key, 2, Finalised::Idle)]);
+    assert_eq!(finalised(&fx), vec![(b.key, 2, PoolFate::Idle)]);
     assert!(fx.shutdown.is_empty());
     assert_eq!(h.idle(), vec![3, 2]);
 }
@@ -112,7 +112,7 @@ fn finalise_after_hard_expiry_shuts_the_pool_down() {
     let mut h = H::started(1, 1, 1);
     let a = h.lease(0);
     let fx = h.release(a.key, LEASE_MS + GRACE_MS);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![1]);
     assert!(fx.wake_checker, "replacement capacity is requested");
     assert_eq!(h.s.total(), 0);
@@ -125,7 +125,7 @@ fn finalise_after_hard_expiry_shuts_the_pool_down() {
     h.release(a.key, 20);
     let w = h.queue(30);
     let fx = h.job_finished(a.key, 500);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![1]);
     assert!(fx.wake.is_empty(), "an expired pool is never handed on");
     assert!(fx.wake_checker);
@@ -149,8 +149,8 @@ fn begin_job_after_hard_expiry_revokes_the_lease() {
     assert_eq!(a.end.get(), Some(LeaseEnd::Expired));
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Revoked {
+        fx.events,
+        vec![Event::Revoked {
             id: a.id,
             owner: None,
             pool: 1

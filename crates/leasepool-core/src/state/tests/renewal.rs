@@ -11,8 +11,8 @@ fn renew_restarts_the_lease_from_now_and_keeps_its_grace() {
     let (renewed, fx) = h.renew(a.key, 300, 40);
     assert_eq!(renewed, Some((h.at(340), h.at(350))));
     assert_eq!(
-        fx.notes,
-        vec![Note::Renewed {
+        fx.events,
+        vec![Event::Renewed {
             id: a.id,
             duration: ms(300)
         }]
@@ -45,7 +45,7 @@ fn renew_restarts_the_lease_from_now_and_keeps_its_grace() {
 fn renew_resets_the_soft_expiry_warning() {
     let mut h = H::started(1, 1, 1);
     let a = h.lease(0); // soft 100, hard 110
-    let soft = |n: &Note| matches!(n, Note::SoftExpired { .. });
+    let soft = |n: &Event| matches!(n, Event::SoftExpired { .. });
     let (_, fx) = h.tick(100);
     assert_eq!(count_notes(&fx, soft), 1);
     assert!(h.s.leases[&a.key].soft_warned);
@@ -73,8 +73,8 @@ fn renew_at_or_after_hard_expiry_revokes_the_lease() {
     assert_eq!(a.end.get(), Some(LeaseEnd::Expired));
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Revoked {
+        fx.events,
+        vec![Event::Revoked {
             id: a.id,
             owner: None,
             pool: 1

@@ -15,7 +15,7 @@ fn begin_shutdown_shuts_idle_pools_down_and_reports_held_leases() {
     assert_eq!(held, Some(2), "a draining lease is still held");
     assert_eq!(fx.shutdown, vec![3]);
     assert!(fx.wake.is_empty());
-    assert!(fx.notes.is_empty());
+    assert!(fx.events.is_empty());
     assert!(fx.wake_checker, "the checker learns the deadline");
     assert_eq!(h.s.phase(), Lifecycle::ShuttingDown);
     assert_eq!((h.s.available(), h.s.leased()), (0, 2));
@@ -113,7 +113,7 @@ fn shutdown_due_once_every_lease_ended_or_at_the_deadline() {
     h.release(b.key, 3);
     assert!(!h.shutdown_due(3), "a draining lease is still held");
     let fx = h.job_finished(b.key, 4);
-    assert_eq!(finalised(&fx), vec![(b.key, 2, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(b.key, 2, PoolFate::ShutDown)]);
     assert!(h.shutdown_due(4));
 
     // With nothing held it is due at once.
@@ -156,20 +156,20 @@ fn shutting_down_finalise_shuts_pools_down_never_idle_or_handed_on() {
     assert_eq!(h.begin_shutdown(1000).0, Some(3));
 
     let fx = h.release(a.key, 5);
-    assert_eq!(finalised(&fx), vec![(a.key, 1, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(a.key, 1, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![1]);
     assert!(!fx.wake_checker, "no replacement while shutting down");
     assert_eq!(a.end.get(), Some(LeaseEnd::Released));
     assert_eq!(h.s.available(), 0);
 
     let fx = h.job_finished(b.key, 6);
-    assert_eq!(finalised(&fx), vec![(b.key, 2, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(b.key, 2, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![2]);
 
     // w's future is dropped: its lease ends and the pool is shut down.
     let parked = h.s.leases.keys().copied().next().expect("w's lease");
     let fx = h.cancel(w, 7);
-    assert_eq!(finalised(&fx), vec![(parked, 3, Finalised::ShutDown)]);
+    assert_eq!(finalised(&fx), vec![(parked, 3, PoolFate::ShutDown)]);
     assert_eq!(fx.shutdown, vec![3]);
     assert_eq!(h.s.total(), 0);
     assert!(h.shutdown_due(7));
@@ -196,8 +196,8 @@ fn shutting_down_tick_revokes_expired_leases_without_shrinking() {
     assert_eq!(next, h.at(100), "the soft expiry");
     let (next, fx) = h.tick(100);
     assert_eq!(
-        fx.notes,
-        vec![Note::SoftExpired {
+        fx.events,
+        vec![Event::SoftExpired {
             id: a.id,
             owner: None
         }]
@@ -206,8 +206,8 @@ fn shutting_down_tick_revokes_expired_leases_without_shrinking() {
     let (next, fx) = h.tick(150);
     assert_eq!(fx.shutdown, vec![1]);
     assert_eq!(
-        fx.notes,
-        vec![Note::Revoked {
+        fx.events,
+        vec![Event::Revoked {
             id: a.id,
             owner: None,
             pool: 1
@@ -249,7 +249,7 @@ fn shutting_down_creation_failure_only_logs() {
     h.begin_shutdown(1000);
     let error = Error::Broken("cannot spawn".into());
     let fx = h.creation_failed(2, error.clone());
-    assert_eq!(fx.notes, vec![Note::CreateFailed { error }]);
+    assert_eq!(fx.events, vec![Event::CreateFailed { error }]);
     assert!(fx.wake.is_empty() && fx.shutdown.is_empty());
     assert!(!fx.wake_checker);
     assert_eq!(h.s.creating, 0);

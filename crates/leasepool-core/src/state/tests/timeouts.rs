@@ -65,7 +65,7 @@ fn zero_timeout_with_room_is_served_by_the_pool_created_for_it() {
     let (seqs, _, ticked) = h.pass(10);
     assert_eq!(seqs, vec![2]);
     assert!(ticked.wake.is_empty(), "the waiter is not timed out");
-    assert!(ticked.notes.is_empty());
+    assert!(ticked.events.is_empty());
     assert_eq!(h.s.waiting(), 1);
     let created = h.created(2, 10);
     assert_eq!(created.wake, vec![w]);
@@ -93,7 +93,7 @@ fn tick_times_out_only_waiters_no_creation_in_flight_will_serve() {
     let (seqs, next, fx) = h.pass(20);
     assert_eq!(seqs, vec![2, 3]);
     assert_eq!(fx.wake, vec![w3]);
-    assert_eq!(fx.notes, vec![Note::WaiterTimedOut { waited: ms(10) }]);
+    assert_eq!(fx.events, vec![Event::WaiterTimedOut { waited: ms(10) }]);
     assert_eq!(h.failed(w3), Error::Timeout(ms(10)));
     assert_eq!(h.s.waiting(), 3);
     assert_eq!(

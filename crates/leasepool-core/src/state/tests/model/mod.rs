@@ -124,6 +124,8 @@ struct MWaiter {
     duration: u64,
     grace: u64,
     deadline: Option<(Instant, Duration)>,
+    /// When it was queued.
+    since: Instant,
 }
 
 #[derive(Debug)]
@@ -142,7 +144,7 @@ struct MLease {
 struct Expect {
     shutdown: Vec<u64>,
     wake: Vec<u64>,
-    notes: Vec<Note>,
+    events: Vec<Event>,
     /// Whether the checker must be woken, where the model says.
     wake_checker: Option<bool>,
 }
@@ -290,7 +292,14 @@ impl Sim {
 
     // ----- the model's transitions -----
 
-    fn m_grant(&mut self, pool: u64, duration: u64, grace: u64, exp: &mut Expect) -> u64 {
+    fn m_grant(
+        &mut self,
+        pool: u64,
+        duration: u64,
+        grace: u64,
+        waited: Duration,
+        exp: &mut Expect,
+    ) -> u64 {
         assert!(
             !self.shut.contains(&pool),
             "pool {pool} handed out after shutdown"
@@ -304,12 +313,13 @@ impl Sim {
         self.next_lease += 1;
         let soft = deadline_after(self.now(), ms(duration));
         let hard = deadline_after(soft, ms(grace));
-        exp.notes.push(Note::Leased {
+        exp.events.push(Event::Leased {
             id: lease_id(key),
             owner: None,
             pool,
             duration: ms(duration),
             grace: ms(grace),
+            waited,
         });
         self.leases.insert(
             key,
@@ -326,22 +336,23 @@ impl Sim {
         key
     }
 
-    fn m_offer(&mut self, pool: u64, exp: &mut Expect) -> Finalised {
+    fn m_offer(&mut self, pool: u64, exp: &mut Expect) -> PoolFate {
         if let Some(&id) = self.queued().first() {
-            let (duration, grace) = {
+            let (duration, grace, since) = {
                 let w = &self.waiters[&id];
-                (w.duration, w.grace)
+                (w.duration, w.grace, w.since)
             };
-            let key = self.m_grant(pool, duration, grace, exp);
+            let waited = self.now().saturating_duration_since(since);
+            let key = self.m_grant(pool, duration, grace, waited, exp);
             self.waiters.get_mut(&id).expect("waiter").status = Parked::Granted(key);
             exp.wake.push(id);
-            Finalised::HandedOff
+            PoolFate::HandedOff
         } else if self.total() < self.desired {
             self.idle.push_back(pool);
-            Finalised::Idle
+            PoolFate::Idle
         } else {
             exp.shutdown.push(pool);
-            Finalised::ShutDown
+            PoolFate::ShutDown
         }
     }
 
@@ -352,9 +363,9 @@ impl Sim {
             self.m_offer(lease.pool, exp)
         } else {
             exp.shutdown.push(lease.pool);
-            Finalised::ShutDown
+            PoolFate::ShutDown
         };
-        exp.notes.push(Note::Finalised {
+        exp.events.push(Event::Finalised {
             id: lease_id(key),
             pool: lease.pool,
             outcome,
@@ -364,7 +375,7 @@ impl Sim {
     fn m_revoke(&mut self, key: u64, exp: &mut Expect) {
         let lease = self.leases.remove(&key).expect("lease to revoke");
         self.set_end(key, LeaseEnd::Expired);
-        exp.notes.push(Note::Revoked {
+        exp.events.push(Event::Revoked {
             id: lease_id(key),
             owner: None,
             pool: lease.pool,
@@ -394,7 +405,7 @@ impl Sim {
         }
         if lease.pending > 0 {
             lease.draining = true;
-            exp.notes.push(Note::Draining {
+            exp.events.push(Event::Draining {
                 id: lease_id(key),
                 pending: lease.pending,
             });
@@ -415,12 +426,12 @@ impl Sim {
         want.sort_unstable();
         assert_eq!(got, want, "{what}: pools shut down");
         assert_eq!(fx.wake, exp.wake, "{what}: waiters woken");
-        let canon = |notes: &[Note]| {
+        let canon = |notes: &[Event]| {
             let mut v: Vec<String> = notes.iter().map(|n| format!("{n:?}")).collect();
             v.sort();
             v
         };
-        assert_eq!(canon(&fx.notes), canon(&exp.notes), "{what}: notes");
+        assert_eq!(canon(&fx.events), canon(&exp.events), "{what}: notes");
         if let Some(wake_checker) = exp.wake_checker {
             assert_eq!(fx.wake_checker, wake_checker, "{what}: checker woken");
         }

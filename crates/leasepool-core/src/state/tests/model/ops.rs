@@ -24,7 +24,7 @@ impl Sim {
         } else {
             self.m_revoke_expired(&mut exp);
             if let Some(pool) = self.idle.pop_front() {
-                Want::Granted(self.m_grant(pool, duration, grace, &mut exp))
+                Want::Granted(self.m_grant(pool, duration, grace, Duration::ZERO, &mut exp))
             } else {
                 // Pools that exist or may be created, beyond those the
                 // queued waiters claim.
@@ -45,6 +45,7 @@ impl Sim {
                             duration,
                             grace,
                             deadline,
+                            since: self.now(),
                         },
                     );
                     Want::Queued(signal)
@@ -149,7 +150,7 @@ impl Sim {
                     lease.soft = deadline_after(now, ms(duration));
                     lease.hard = deadline_after(lease.soft, ms(lease.grace));
                     lease.soft_warned = false;
-                    exp.notes.push(Note::Renewed {
+                    exp.events.push(Event::Renewed {
                         id: lease_id(key),
                         duration: ms(duration),
                     });
@@ -264,7 +265,7 @@ impl Sim {
             if let Some((at, timeout)) = waiter.deadline {
                 if at <= now {
                     waiter.status = Parked::Failed(Error::Timeout(timeout));
-                    exp.notes.push(Note::WaiterTimedOut { waited: timeout });
+                    exp.events.push(Event::WaiterTimedOut { waited: timeout });
                     exp.wake.push(id);
                 }
             }
@@ -272,7 +273,7 @@ impl Sim {
         for (key, lease) in self.leases.iter_mut() {
             if !lease.soft_warned && now >= lease.soft {
                 lease.soft_warned = true;
-                exp.notes.push(Note::SoftExpired {
+                exp.events.push(Event::SoftExpired {
                     id: lease_id(*key),
                     owner: None,
                 });
@@ -282,7 +283,7 @@ impl Sim {
             let Some(pool) = self.idle.pop_back() else {
                 break;
             };
-            exp.notes.push(Note::Shrunk { pool });
+            exp.events.push(Event::Shrunk { pool });
             exp.shutdown.push(pool);
         }
         let mut want_next = deadline_after(now, INTERVAL);
@@ -339,7 +340,7 @@ impl Sim {
         let (seq, current) = self.take_creation(at);
         assert!(self.created.insert(seq), "pool {seq} created twice");
         let mut exp = Expect::default();
-        exp.notes.push(Note::Created { pool: seq });
+        exp.events.push(Event::Created { pool: seq });
         if current && self.phase == Lifecycle::Running {
             // (A grant may wake the checker for its expiry.)
             self.m_offer(seq, &mut exp);
@@ -360,7 +361,7 @@ impl Sim {
         let error = Error::Broken(format!("cannot create pool {seq}"));
         let mut exp = Expect::default();
         if current {
-            exp.notes.push(Note::CreateFailed {
+            exp.events.push(Event::CreateFailed {
                 error: error.clone(),
             });
             let queued = self.queued();
@@ -388,7 +389,7 @@ impl Sim {
         let reason = "initializer failed";
         let mut exp = Expect::default();
         if current {
-            exp.notes.push(Note::Retired {
+            exp.events.push(Event::Retired {
                 pool: seq,
                 lease: None,
                 reason: reason.to_owned(),
@@ -411,7 +412,7 @@ impl Sim {
         if let Some(at) = self.idle.iter().position(|p| *p == seq) {
             self.idle.remove(at);
             exp.shutdown.push(seq);
-            exp.notes.push(Note::Retired {
+            exp.events.push(Event::Retired {
                 pool: seq,
                 lease: None,
                 reason: reason.to_owned(),
@@ -425,7 +426,7 @@ impl Sim {
             self.leases.remove(&key);
             self.set_end(key, LeaseEnd::Broken);
             exp.shutdown.push(seq);
-            exp.notes.push(Note::Retired {
+            exp.events.push(Event::Retired {
                 pool: seq,
                 lease: Some(lease_id(key)),
                 reason: reason.to_owned(),
