@@ -38,6 +38,7 @@
 //! thread.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
@@ -50,6 +51,7 @@ mod call;
 mod checker;
 mod config;
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 mod contain;
 mod error;

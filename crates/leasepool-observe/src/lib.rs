@@ -20,7 +20,7 @@
 //!   exporter's recorder before starting the manager.
 //!
 //! Without `tracing`, events go through `log` as before
-//! ([`LogObserver`]). A custom backend can return [`observer_for`] from
+//! ([`LogObserver`](leasepool_core::observe::LogObserver)). A custom backend can return [`observer_for`] from
 //! `ExecutorBackend::observer`, and any manager can be given an observer
 //! with `ManagerBuilder::observer`.
 

@@ -118,6 +118,7 @@
 //! see [`ProcessLogging`].
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]

@@ -44,14 +44,17 @@ use crate::BackendKind;
 pub enum AnyBackend {
     /// The thread backend.
     #[cfg(feature = "thread")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "thread")))]
     Thread(crate::ThreadBackend),
     /// The rayon backend.
     #[cfg(feature = "rayon")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
     Rayon(crate::RayonBackend),
     /// The process backend: `call` works, `submit`/`run` fail with
     /// [`Error::UnsupportedBackend`] (a closure cannot cross a process
     /// boundary).
     #[cfg(feature = "process")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
     Process(crate::process::ProcessBackend),
 }
 
@@ -109,6 +112,7 @@ impl AnyBackend {
     /// # Ok::<(), Error>(())
     /// ```
     #[cfg(feature = "process")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
     pub fn logging(self, logging: crate::process::ProcessLogging) -> Result<Self, Error> {
         match self {
             AnyBackend::Process(backend) => Ok(AnyBackend::Process(backend.logging(logging))),

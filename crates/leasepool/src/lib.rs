@@ -73,10 +73,17 @@
 //!   parallel iterators inside a job run on the leased pool.
 //! - `process`: [`process::ProcessBackend`]: worker processes running
 //!   registered functions (`call`), with crash isolation and log forwarding.
-//! - `serde`: `Serialize` for [`ManagerStats`] and [`LeaseStats`].
+//! - `serde`: `Serialize` for [`ManagerStats`], [`LeaseStats`] and
+//!   [`ShutdownReport`]; durations are numbers of seconds.
+//! - `tracing`: the library's records go through `tracing` with structured
+//!   fields, and every job runs inside the span that was current when it
+//!   was submitted (see [`observe`]).
+//! - `metrics`: gauges, counters and histograms named `leasepool_*`
+//!   through the `metrics` facade, labelled by `name_prefix` (see
+//!   [`observe::metric`]).
 //! - `conformance`: the backend conformance suite, for authors of custom
 //!   backends.
-//! - `full`: `thread`, `rayon`, `process` and `serde`.
+//! - `full`: all of the above but `conformance`.
 //!
 //! [`BackendKind`] and [`AnyBackend`] choose among the compiled-in backends
 //! at run time.
@@ -89,6 +96,7 @@
 //! no retries, no remote workers.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
@@ -105,9 +113,11 @@ pub use leasepool_core::{
 pub use leasepool_core::validate;
 
 #[cfg(feature = "thread")]
+#[cfg_attr(docsrs, doc(cfg(feature = "thread")))]
 pub use leasepool_thread::{ThreadBackend, ThreadPool};
 
 #[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub use leasepool_rayon::{RayonBackend, RayonPool};
 
 /// The process backend (feature `process`): worker processes running
@@ -117,8 +127,34 @@ pub use leasepool_rayon::{RayonBackend, RayonPool};
 /// in a worker process it serves jobs and exits, in the parent it returns.
 /// See [`leasepool_process`] and `docs/backends.md`.
 #[cfg(feature = "process")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process")))]
 pub mod process {
     pub use leasepool_process::{ProcessBackend, ProcessLogging, ProcessPool, Registry, init};
+}
+
+/// Watching a manager: events, state snapshots and the context a job
+/// carries from its submitter to its worker.
+///
+/// Every manager reports to one [`Observer`](observe::Observer). The
+/// default writes events through `log` (target [`LOG_TARGET`]); with the
+/// `tracing` and `metrics` features, leasepool's backends use the
+/// observers of those features instead
+/// ([`observer_for`](observe::observer_for)). A custom backend can return
+/// `observer_for(config)` from `ExecutorBackend::observer`, and
+/// `ManagerBuilder::observer` sets any observer.
+///
+/// Records with no manager to report to (a panic contained in a waker or
+/// in a dropped job value, a panicking size provider) always go through
+/// `log`.
+pub mod observe {
+    pub use leasepool_core::observe::*;
+    #[cfg(feature = "tracing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub use leasepool_observe::TracingObserver;
+    pub use leasepool_observe::observer_for;
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub use leasepool_observe::{MetricsObserver, metric};
 }
 
 mod any;
@@ -127,12 +163,14 @@ mod kind;
 /// The backend conformance suite (feature `conformance`); see
 /// [`leasepool_core::conformance`].
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub use leasepool_core::{backend_conformance_tests, conformance};
 
 pub use any::{AnyBackend, AnyPool};
 pub use kind::BackendKind;
 
 #[cfg(feature = "thread")]
+#[cfg_attr(docsrs, doc(cfg(feature = "thread")))]
 mod defaults {
     use super::ThreadBackend;
 
@@ -156,6 +194,7 @@ mod defaults {
 }
 
 #[cfg(feature = "thread")]
+#[cfg_attr(docsrs, doc(cfg(feature = "thread")))]
 pub use defaults::*;
 
 #[cfg(not(feature = "thread"))]

@@ -211,6 +211,57 @@ mod tests {
         );
     }
 
+    std::thread_local! {
+        static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Marks the thread while the job runs inside it.
+    struct Flag;
+    impl JobContext for Flag {
+        fn scope(&self, job: &mut dyn FnMut()) {
+            INSIDE.set(true);
+            job();
+            INSIDE.set(false);
+        }
+    }
+
+    /// A result that remembers whether it was decoded inside the context.
+    struct Probe(bool);
+    impl serde::Serialize for Probe {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bool(self.0)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Probe {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let _ = <u8 as serde::Deserialize>::deserialize(d)?;
+            Ok(Probe(INSIDE.get()))
+        }
+    }
+
+    fn probe(_: u8) -> Probe {
+        Probe(INSIDE.get())
+    }
+
+    #[test]
+    fn a_call_runs_in_its_context_in_process_and_out_of_it() {
+        use serde::de::IntoDeserializer;
+        // In process: the function itself runs inside.
+        let (task, handle) = crate::Task::with_call(probe, 1u8, None, Some(Box::new(Flag)));
+        task.run();
+        assert!(handle.wait().unwrap().0, "the call ran outside its context");
+        // Out of process: the backend's dispatch (in_context) and the
+        // delivery of the result run inside.
+        let (task, handle) = crate::Task::with_call(probe, 1u8, None, Some(Box::new(Flag)));
+        let call = task.into_remote().expect("a call travels");
+        assert!(call.in_context(|| INSIDE.get()), "dispatch outside");
+        assert!(!INSIDE.get());
+        assert!(call.start());
+        let reply = IntoDeserializer::<serde::de::value::Error>::into_deserializer(7u8);
+        call.deliver(&mut <dyn erased_serde::Deserializer<'_>>::erase(reply));
+        assert!(handle.wait().unwrap().0, "delivery outside its context");
+    }
+
     #[test]
     fn levels_order_most_severe_first() {
         assert!(Level::Error < Level::Warn && Level::Warn < Level::Info);

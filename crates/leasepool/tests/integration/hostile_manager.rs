@@ -447,3 +447,96 @@ fn a_backend_that_panics_in_execute_loses_no_outcome_and_is_replaced() {
     returns("stop()", move || stopper.stop_blocking());
     eventually("every thread exits", || threads_named("hm-ex").is_empty());
 }
+
+/// An observer that panics everywhere it can, and hands out job contexts
+/// that panic on entry, never run the job, or panic when dropped.
+struct PanickingObserver {
+    contexts: AtomicUsize,
+}
+
+struct SkipsTheJob;
+impl leasepool::observe::JobContext for SkipsTheJob {
+    fn scope(&self, _job: &mut dyn FnMut()) {}
+}
+
+struct PanicsOnEntry;
+impl leasepool::observe::JobContext for PanicsOnEntry {
+    fn scope(&self, _job: &mut dyn FnMut()) {
+        panic!("a job context that panics on entry");
+    }
+}
+
+struct PanicsOnDrop;
+impl leasepool::observe::JobContext for PanicsOnDrop {
+    fn scope(&self, job: &mut dyn FnMut()) {
+        job();
+    }
+}
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a job context that panics when dropped");
+        }
+    }
+}
+
+impl leasepool::observe::Observer for PanickingObserver {
+    fn max_level(&self) -> Option<leasepool::observe::Level> {
+        Some(leasepool::observe::Level::Trace)
+    }
+    fn event(&self, _event: &leasepool::observe::Event) {
+        panic!("an observer that panics on every event");
+    }
+    fn wants_snapshots(&self) -> bool {
+        true
+    }
+    fn snapshot(&self, _snapshot: &leasepool::observe::Snapshot) {
+        panic!("an observer that panics on every snapshot");
+    }
+    fn capture(&self) -> Option<Box<dyn leasepool::observe::JobContext>> {
+        match self.contexts.fetch_add(1, Ordering::SeqCst) % 4 {
+            0 => panic!("an observer that panics in capture"),
+            1 => Some(Box::new(SkipsTheJob)),
+            2 => Some(Box::new(PanicsOnEntry)),
+            _ => Some(Box::new(PanicsOnDrop)),
+        }
+    }
+}
+
+#[test]
+fn a_panicking_observer_loses_its_records_and_nothing_else() {
+    let m = builder("hm-observer")
+        .max_pools(1)
+        .observer(Arc::new(PanickingObserver {
+            contexts: AtomicUsize::new(0),
+        }))
+        .build()
+        .unwrap();
+    m.start_blocking().unwrap();
+    let lease = m.acquire().timeout(PATIENCE).blocking().unwrap();
+    // Every job runs exactly once and gives its outcome, whatever its
+    // context does.
+    let runs = Arc::new(AtomicUsize::new(0));
+    for i in 0..8u32 {
+        let runs = runs.clone();
+        let job = lease.submit(move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            i
+        });
+        assert_eq!(job.unwrap().wait(), Ok(i));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 8);
+    // The counters (and so the state) are intact.
+    assert_eq!(m.stats().counters.jobs_completed, 8, "{:?}", m.stats());
+    let grinder = WorkGrinder::builder(m.clone())
+        .max_wait(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    grinder.start_blocking().unwrap();
+    drop(lease);
+    for i in 0..4u32 {
+        assert_eq!(block_on(grinder.submit(move || i)), Ok(i));
+    }
+    grinder.stop_blocking(StopMode::Drain);
+    returns("stop with a panicking observer", move || m.stop_blocking());
+}
