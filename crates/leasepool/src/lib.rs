@@ -145,7 +145,41 @@ pub mod process {
 ///
 /// Records with no manager to report to (a panic contained in a waker or
 /// in a dropped job value, a panicking size provider) always go through
-/// `log`.
+/// `log`. `docs/observability.md` has the levels, fields and metric names.
+///
+/// An observer of your own:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use leasepool::observe::{Event, Level, Observer};
+/// use leasepool::{LeasedExecutorManager, ThreadBackend};
+///
+/// #[derive(Default)]
+/// struct Names(Mutex<Vec<&'static str>>);
+///
+/// impl Observer for Names {
+///     fn max_level(&self) -> Option<Level> {
+///         Some(Level::Debug)
+///     }
+///     fn event(&self, event: &Event) {
+///         self.0.lock().unwrap().push(event.name());
+///     }
+/// }
+///
+/// let names = Arc::new(Names::default());
+/// let manager = LeasedExecutorManager::builder(ThreadBackend::new())
+///     .max_pools(1)
+///     .observer(names.clone())
+///     .build()?;
+/// manager.start_blocking()?;
+/// drop(manager.acquire().blocking()?);
+/// manager.stop_blocking();
+/// assert_eq!(
+///     *names.0.lock().unwrap(),
+///     ["created", "started", "leased", "finalised", "stopped"]
+/// );
+/// # Ok::<(), leasepool::Error>(())
+/// ```
 pub mod observe {
     pub use leasepool_core::observe::*;
     #[cfg(feature = "tracing")]
