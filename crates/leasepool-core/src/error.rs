@@ -77,6 +77,21 @@ pub enum Error {
     )]
     Broken(String),
 
+    /// A `call` ran longer than the process backend's `call_timeout`: its
+    /// worker process was killed and replaced, and the pool (and the lease)
+    /// keep serving. Running the same call again will likely time out
+    /// again, so it is not [retryable](Error::is_retryable).
+    #[error(
+        "the call of `{function}` ran longer than its time limit of {limit:?} (call_timeout): \
+         its worker process was killed and replaced; the pool keeps serving"
+    )]
+    CallTimedOut {
+        /// The function's registered name.
+        function: &'static str,
+        /// The `call_timeout` it ran over.
+        limit: std::time::Duration,
+    },
+
     /// The pool's workers cannot be started as the program is set up: for
     /// the process backend, `process::init` is not the first call in
     /// `main`. The message names the fix; trying again will not help.

@@ -239,8 +239,8 @@ impl ProcessBackend {
     /// (time spent queued for a free worker does not count). Default: none.
     ///
     /// A call still running after `limit` has its worker killed (`SIGKILL`,
-    /// with its process group) and fails with `Error::Broken`, whose
-    /// message names the function and the limit (`call_timeout`). The pool
+    /// with its process group) and fails with `Error::CallTimedOut`, which
+    /// names the function and the limit (`call_timeout`). The pool
     /// is not broken: it starts a new worker in place of the killed one,
     /// and the lease serves on. Must be greater than 0.
     pub fn call_timeout(mut self, limit: Duration) -> Self {

@@ -126,7 +126,7 @@ struct Worker {
 /// Why a worker was killed on purpose.
 struct Kill {
     /// The error its in-flight call fails with.
-    reason: String,
+    error: Error,
     /// Start a worker in its place once it is reaped.
     replace: bool,
 }
@@ -401,7 +401,7 @@ fn worker_ended(
     }
     if let Some(InFlight { call, .. }) = worker.in_flight {
         let error = if let Some(kill) = &worker.killed {
-            Error::Broken(kill.reason.clone())
+            kill.error.clone()
         } else if revoked {
             Error::Broken(format!(
                 "worker process {pid} was killed because its lease passed its hard expiry"

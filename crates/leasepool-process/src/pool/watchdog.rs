@@ -1,8 +1,9 @@
 //! The watchdog thread of a pool: kills workers that overrun a deadline.
 //!
 //! - A call that has run longer than the backend's `call_timeout`: its
-//!   worker is killed, the call fails with `Error::Broken` naming the
-//!   limit, and the pool replaces the worker (the pool is not broken).
+//!   worker is killed, the call fails with `Error::CallTimedOut` naming
+//!   the function and the limit, and the pool replaces the worker (the
+//!   pool is not broken).
 //! - After `shutdown`, a worker that has not exited within the backend's
 //!   `shutdown_grace` (a long call, a frozen or stuck process): it is
 //!   killed, and its call fails with `Error::Broken` naming the grace.
@@ -15,7 +16,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use leasepool_core::WorkerGuard;
+use leasepool_core::{Error, WorkerGuard};
 
 use super::group::kill;
 use super::{Kill, Shared, State};
@@ -96,7 +97,7 @@ fn overdue(shared: &Shared, state: &mut State, now: Instant) -> (Vec<Victim>, Op
                     worker.pid, backend.shutdown_grace
                 );
                 worker.killed = Some(Kill {
-                    reason: reason.clone(),
+                    error: Error::Broken(reason.clone()),
                     replace: false,
                 });
                 victims.push((worker.pid, worker.child.clone(), reason));
@@ -114,7 +115,10 @@ fn overdue(shared: &Shared, state: &mut State, now: Instant) -> (Vec<Victim>, Op
                     call.call.function()
                 );
                 worker.killed = Some(Kill {
-                    reason: reason.clone(),
+                    error: Error::CallTimedOut {
+                        function: call.call.function(),
+                        limit,
+                    },
                     replace: true,
                 });
                 worker.retiring = true;

@@ -11,7 +11,7 @@ use crate::functions::*;
 use crate::support::*;
 
 /// 7c. A call over `call_timeout` has its worker killed and fails with
-///     `Error::Broken` naming the limit; the pool replaces the worker and
+///     `Error::CallTimedOut` naming the limit; the pool replaces the worker and
 ///     the lease serves on (a call queued behind it runs on the new one).
 pub(crate) fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
     let pipes = open_pipes();
@@ -24,7 +24,10 @@ pub(crate) fn call_timeout_kills_and_replaces_the_worker() -> Outcome {
     let queued = lease.submit_call(add, (1, 2)).unwrap();
     let got = outcome(slow)?;
     check!(
-        matches!(&got, Err(Error::Broken(m)) if m.contains("sleep_ms") && m.contains("call_timeout") && m.contains("300ms")),
+        matches!(&got, Err(Error::CallTimedOut { function, limit }) if function.contains("sleep_ms") && *limit == Duration::from_millis(300))
+            && got
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("call_timeout")),
         "the slow call: {got:?}"
     );
     check!(
