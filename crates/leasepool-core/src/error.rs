@@ -129,8 +129,10 @@ impl Error {
     /// (a pool may be free later), [`LeaseExpired`](Self::LeaseExpired) and
     /// [`Broken`](Self::Broken) (on a new lease). False for misuse and
     /// configuration errors, for a manager that is not running or shutting
-    /// down, and for outcomes of the job itself (a panic, a cancellation,
-    /// a serialisation failure), which the same job would meet again.
+    /// down (a lease that ended because the manager stopped included), and
+    /// for outcomes of the job itself (a panic, a cancellation, a time-out
+    /// of a call, a serialisation failure), which the same job would meet
+    /// again.
     ///
     /// ```
     /// use std::time::Duration;
@@ -140,13 +142,11 @@ impl Error {
     /// assert!(!Error::ShuttingDown.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable { .. }
-                | Error::Timeout(_)
-                | Error::LeaseExpired { .. }
-                | Error::Broken(_)
-        )
+        match self {
+            Error::LeaseExpired { reason, .. } => *reason != LeaseEnd::Stopped,
+            Error::Unavailable { .. } | Error::Timeout(_) | Error::Broken(_) => true,
+            _ => false,
+        }
     }
 
     /// An [`Error::InvalidConfig`] for `field`, with a reason a person can

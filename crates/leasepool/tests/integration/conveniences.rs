@@ -112,6 +112,14 @@ fn retryable_errors_are_those_a_later_try_or_a_new_lease_can_fix() {
         Error::Panicked("bug".to_owned()),
         Error::Cancelled,
         Error::invalid("max_pools", "must be greater than 0"),
+        Error::LeaseExpired {
+            id,
+            reason: LeaseEnd::Stopped,
+        },
+        Error::CallTimedOut {
+            function: "slow",
+            limit: Duration::from_secs(1),
+        },
     ] {
         assert!(!final_error.is_retryable(), "{final_error:?}");
     }
