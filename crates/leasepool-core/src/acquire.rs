@@ -11,7 +11,7 @@ use crate::config;
 use crate::manager::Inner;
 use crate::state::{AcquireRequest, AcquireStep, LeaseTerms, Resolution};
 use crate::wait::WakeSlot;
-use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
+use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager, Priority};
 
 /// A request for a lease, returned by
 /// [`LeasedExecutorManager::acquire`]. Set what you need, then `.await` it
@@ -23,13 +23,15 @@ use crate::{Error, ExecutorBackend, ExecutorLease, LeasedExecutorManager};
 /// | [`lease`](Self::lease) | the manager's `default_lease` |
 /// | [`timeout`](Self::timeout) | the manager's `acquire_timeout`, else wait as long as it takes |
 /// | [`wait`](Self::wait) | `true`; `false` fails fast with [`Error::Unavailable`] |
+/// | [`priority`](Self::priority) | [`Priority::Normal`] |
 ///
 /// `.wait(false)` together with `.timeout(d)` is a contradiction, refused
 /// with [`Error::InvalidConfig`] rather than a time-out silently ignored.
 ///
-/// Waiters are served first come, first served. Dropping the future while it
-/// waits removes the waiter; if a pool was handed to it at that moment, the
-/// pool goes to the next waiter.
+/// Waiters are served first come, first served within their priority lane,
+/// the highest lane first (see [`Priority`] for the rule and its aging).
+/// Dropping the future while it waits removes the waiter; if a pool was
+/// handed to it at that moment, the pool goes to the next waiter.
 #[must_use = "an Acquire does nothing until it is awaited or `.blocking()` is called"]
 pub struct Acquire<'a, B: ExecutorBackend> {
     manager: &'a LeasedExecutorManager<B>,
@@ -37,6 +39,7 @@ pub struct Acquire<'a, B: ExecutorBackend> {
     lease: Option<Duration>,
     timeout: Option<Duration>,
     wait: bool,
+    priority: Priority,
 }
 
 impl<B: ExecutorBackend> fmt::Debug for Acquire<'_, B> {
@@ -46,6 +49,7 @@ impl<B: ExecutorBackend> fmt::Debug for Acquire<'_, B> {
             .field("lease", &self.lease)
             .field("timeout", &self.timeout)
             .field("wait", &self.wait)
+            .field("priority", &self.priority)
             .finish()
     }
 }
@@ -58,6 +62,7 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
             lease: None,
             timeout: None,
             wait: true,
+            priority: Priority::Normal,
         }
     }
 
@@ -84,6 +89,14 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
     /// free and none can be created.
     pub fn wait(mut self, wait: bool) -> Self {
         self.wait = wait;
+        self
+    }
+
+    /// The lane this acquire waits in if no pool is free (default
+    /// [`Priority::Normal`]). A freed pool goes to the oldest waiter of the
+    /// highest non-empty lane; see [`Priority`].
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
         self
     }
 
@@ -124,6 +137,7 @@ impl<'a, B: ExecutorBackend> Acquire<'a, B> {
                 owner: self.owner.as_deref().map(Arc::from),
                 duration,
                 grace: config.lease_grace,
+                lane: self.priority.lane(),
             },
             wait: self.wait,
             deadline,

@@ -1,11 +1,13 @@
 //! `ManagerBuilder`: every option, validated at `build()`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, ManagerConfig};
 use crate::observe::Observer;
+use crate::state::Fairness;
 use crate::{Error, ExecutorBackend, LeasedExecutorManager};
 
 /// Builds a [`LeasedExecutorManager`]. Created by
@@ -27,6 +29,9 @@ use crate::{Error, ExecutorBackend, LeasedExecutorManager};
 /// | `acquire_timeout` | none (wait as long as it takes) | > 0 |
 /// | `workers_per_pool` | 4 | > 0 |
 /// | `name_prefix` | "leasepool" | not empty, no NUL byte |
+/// | `priority_aging` | none (a lane is never promoted) | > 0 |
+/// | `max_leases_per_owner` | none (no limit) | > 0 |
+/// | `owner_limit(owner, n)` | `max_leases_per_owner` | n > 0, owner not empty |
 ///
 /// Durations must also leave `now + duration` representable.
 pub struct ManagerBuilder<B> {
@@ -39,6 +44,9 @@ pub struct ManagerBuilder<B> {
     default_lease: Duration,
     lease_grace: Duration,
     acquire_timeout: Option<Duration>,
+    priority_aging: Option<Duration>,
+    max_leases_per_owner: Option<usize>,
+    owner_limits: Vec<(String, usize)>,
     workers_per_pool: usize,
     name_prefix: String,
     observer: Option<Arc<dyn Observer>>,
@@ -54,10 +62,43 @@ impl<B> fmt::Debug for ManagerBuilder<B> {
             .field("default_lease", &self.default_lease)
             .field("lease_grace", &self.lease_grace)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("priority_aging", &self.priority_aging)
+            .field("max_leases_per_owner", &self.max_leases_per_owner)
+            .field("owner_limits", &self.owner_limits)
             .field("workers_per_pool", &self.workers_per_pool)
             .field("name_prefix", &self.name_prefix)
             .field("observer", &self.observer)
             .finish_non_exhaustive()
+    }
+}
+
+impl<B> ManagerBuilder<B> {
+    /// The validated priority aging and owner limits.
+    fn fairness(&self) -> Result<Fairness, Error> {
+        let aging = self
+            .priority_aging
+            .map(|d| config::duration("priority_aging", d, false))
+            .transpose()?;
+        let default_limit = self
+            .max_leases_per_owner
+            .map(|n| config::positive("max_leases_per_owner", n))
+            .transpose()?;
+        let mut owner_limits = HashMap::new();
+        for (owner, n) in &self.owner_limits {
+            if owner.is_empty() {
+                return Err(Error::invalid(
+                    "owner_limit",
+                    "the owner must not be empty (a lease without an owner has no limit)",
+                ));
+            }
+            let n = config::positive("owner_limit", *n)?;
+            owner_limits.insert(Arc::from(owner.as_str()), n);
+        }
+        Ok(Fairness {
+            aging,
+            default_limit,
+            owner_limits,
+        })
     }
 }
 
@@ -73,6 +114,9 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             default_lease: Duration::from_secs(300),
             lease_grace: Duration::from_secs(15),
             acquire_timeout: None,
+            priority_aging: None,
+            max_leases_per_owner: None,
+            owner_limits: Vec::new(),
             workers_per_pool: 4,
             name_prefix: "leasepool".to_owned(),
             observer: None,
@@ -136,6 +180,36 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
         self
     }
 
+    /// Bounds starvation across priority lanes: a waiter that has waited
+    /// `d` or longer is served as if it were in the highest lane (oldest
+    /// first among those and the `High` lane). Default: none, a lower lane
+    /// waits while a higher one has waiters. See [`Priority`](crate::Priority).
+    pub fn priority_aging(mut self, d: Duration) -> Self {
+        self.priority_aging = Some(d);
+        self
+    }
+
+    /// The most leases one owner may hold at once, for every owner without
+    /// an [`owner_limit`](Self::owner_limit) of its own (default: no
+    /// limit). A lease without an owner counts against no limit.
+    ///
+    /// An acquire whose owner is at its limit waits (or, with
+    /// `wait(false)`, fails with [`Error::Unavailable`] naming the limit)
+    /// without holding back the waiters behind it: they are served as if
+    /// it were not there.
+    pub fn max_leases_per_owner(mut self, n: usize) -> Self {
+        self.max_leases_per_owner = Some(n);
+        self
+    }
+
+    /// The most leases `owner` may hold at once; overrides
+    /// [`max_leases_per_owner`](Self::max_leases_per_owner) for it. Call it
+    /// once per owner (a later call for the same owner wins).
+    pub fn owner_limit(mut self, owner: impl Into<String>, n: usize) -> Self {
+        self.owner_limits.push((owner.into(), n));
+        self
+    }
+
     /// Workers in each pool (default 4).
     pub fn workers_per_pool(mut self, n: usize) -> Self {
         self.workers_per_pool = n;
@@ -181,6 +255,7 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             .acquire_timeout
             .map(|t| config::duration("acquire_timeout", t, false))
             .transpose()?;
+        let fairness = self.fairness()?;
         if self.name_prefix.is_empty() {
             return Err(Error::invalid("name_prefix", "must not be empty"));
         }
@@ -198,6 +273,7 @@ impl<B: ExecutorBackend> ManagerBuilder<B> {
             acquire_timeout,
             workers_per_pool,
             name_prefix: Arc::from(self.name_prefix),
+            fairness,
         };
         self.backend.check_config(&config)?;
         Ok(LeasedExecutorManager::from_parts(

@@ -23,6 +23,8 @@ pub struct ManagerConfig {
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) workers_per_pool: usize,
     pub(crate) name_prefix: Arc<str>,
+    /// Priority aging and owner limits.
+    pub(crate) fairness: crate::state::Fairness,
 }
 
 impl fmt::Debug for ManagerConfig {
@@ -38,6 +40,9 @@ impl fmt::Debug for ManagerConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("workers_per_pool", &self.workers_per_pool)
             .field("name_prefix", &self.name_prefix)
+            .field("priority_aging", &self.fairness.aging)
+            .field("max_leases_per_owner", &self.fairness.default_limit)
+            .field("owner_limits", &self.fairness.owner_limits)
             .finish()
     }
 }
@@ -87,6 +92,20 @@ impl ManagerConfig {
     /// Prefix of worker names: `{prefix}-{pool}_{worker}`.
     pub fn name_prefix(&self) -> &str {
         &self.name_prefix
+    }
+    /// How long a waiter waits before it is served as if in the highest
+    /// lane (`None`: never).
+    pub fn priority_aging(&self) -> Option<Duration> {
+        self.fairness.aging
+    }
+    /// The lease limit of every owner without one of its own (`None`: no
+    /// limit).
+    pub fn max_leases_per_owner(&self) -> Option<usize> {
+        self.fairness.default_limit
+    }
+    /// The most leases `owner` may hold at once (`None`: no limit).
+    pub fn owner_limit(&self, owner: &str) -> Option<usize> {
+        self.fairness.limit_of(Some(&Arc::from(owner)))
     }
 }
 

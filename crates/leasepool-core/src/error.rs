@@ -29,14 +29,16 @@ pub enum Error {
     )]
     ShuttingDown,
 
-    /// `wait(false)` was asked for and every pool is leased.
-    #[error(
-        "no executor pool is free: all {max_pools} pools (max_pools) are leased; \
-         retry later, wait for a pool, or raise max_pools"
-    )]
+    /// `wait(false)` was asked for and every pool is leased, or the
+    /// acquire's owner already holds (or has queued for) as many leases as
+    /// its limit allows (`owner_limit`).
+    #[error("{}", unavailable_message(*max_pools, owner_limit.as_ref()))]
     Unavailable {
         /// The manager's `max_pools`.
         max_pools: usize,
+        /// Set when the owner's lease limit refused the acquire (pools may
+        /// be free for other owners).
+        owner_limit: Option<OwnerLimit>,
     },
 
     /// No pool became free within the acquire timeout.
@@ -121,6 +123,31 @@ pub enum Error {
     /// The result of this job was already taken from its handle.
     #[error("the job's result was already taken from this handle")]
     ResultTaken,
+}
+
+/// The owner limit that refused a fail-fast acquire
+/// ([`Error::Unavailable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnerLimit {
+    /// The acquire's owner.
+    pub owner: String,
+    /// The most leases it may hold at once (`max_leases_per_owner` or its
+    /// `owner_limit`).
+    pub limit: usize,
+}
+
+fn unavailable_message(max_pools: usize, owner_limit: Option<&OwnerLimit>) -> String {
+    match owner_limit {
+        Some(OwnerLimit { owner, limit }) => format!(
+            "owner `{owner}` is at its limit of {limit} leases (held and queued; \
+             max_leases_per_owner or owner_limit); retry when one is released, \
+             wait for it, or raise the limit"
+        ),
+        None => format!(
+            "no executor pool is free: all {max_pools} pools (max_pools) are leased; \
+             retry later, wait for a pool, or raise max_pools"
+        ),
+    }
 }
 
 impl Error {

@@ -169,13 +169,14 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
             max_pools: config.max_pools,
             min_pools: config.min_pools,
         };
+        let fairness = config.fairness.clone();
         LeasedExecutorManager {
             inner: Arc::new(Inner {
                 id,
                 backend,
                 config,
                 core: Mutex::new(Core {
-                    state: LeaseState::new(id, limits),
+                    state: LeaseState::new(id, limits, fairness),
                     start_gate: None,
                     live: Arc::new(LiveWorkers::default()),
                     sizer: None,
@@ -328,6 +329,8 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
             workers_per_pool: self.inner.config.workers_per_pool,
             waiting: state.waiting(),
             leases: state.lease_stats(now),
+            owners: state.owner_stats(),
+            lanes: state.lane_stats(),
             counters: state.counters().clone(),
         }
     }

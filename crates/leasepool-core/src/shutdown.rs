@@ -56,7 +56,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
         let mut revoked = 0;
         if at_start.is_some() {
             wait_for(&inner.shutdown_ready, || inner.shutdown_due().then_some(())).await;
-            revoked = inner.transition(|state, fx| state.revoke_all(fx));
+            revoked = inner.transition(|state, fx| state.revoke_all(Instant::now(), fx));
         }
         let stopped = inner.begin_stop();
         if !inner.called_from_own_job() {

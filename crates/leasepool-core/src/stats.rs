@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::LeaseId;
+use crate::{LeaseId, Priority};
 
 /// A consistent snapshot of a manager, taken under one lock.
 ///
@@ -32,6 +32,11 @@ pub struct ManagerStats {
     pub waiting: usize,
     /// One entry per lease, in lease order.
     pub leases: Vec<LeaseStats>,
+    /// One entry per owner that holds a lease or has a waiter queued, by
+    /// owner name.
+    pub owners: Vec<OwnerStats>,
+    /// One entry per priority lane, highest first.
+    pub lanes: Vec<LaneStats>,
     /// Counters since the manager was built, read under the same lock.
     pub counters: ManagerCounters,
 }
@@ -85,6 +90,40 @@ pub struct ManagerCounters {
     /// Jobs that ended with any other error (their pool broke, a call's
     /// result could not be decoded, ...).
     pub jobs_failed: u64,
+    /// Pools handed to a waiter ahead of a waiter of a higher priority
+    /// lane, because it had waited past `priority_aging`.
+    pub served_by_aging: u64,
+    /// Pools handed to a waiter while an older or higher-lane waiter was
+    /// passed over because its owner was at its lease limit.
+    pub passed_over_by_owner_limit: u64,
+}
+
+/// One owner in a [`ManagerStats`] snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct OwnerStats {
+    /// The owner label.
+    pub owner: String,
+    /// Leases it holds (draining ones included).
+    pub leases: usize,
+    /// Its acquires waiting in the queue.
+    pub waiting: usize,
+    /// Its lease limit, if it has one.
+    pub limit: Option<usize>,
+}
+
+/// One priority lane in a [`ManagerStats`] snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LaneStats {
+    /// The lane.
+    pub priority: Priority,
+    /// Leases held that were acquired in this lane.
+    pub leases: usize,
+    /// Acquires waiting in this lane.
+    pub waiting: usize,
 }
 
 /// One lease in a [`ManagerStats`] snapshot.

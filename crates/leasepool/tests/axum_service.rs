@@ -448,7 +448,14 @@ async fn shutdown_lets_requests_in_flight_finish() {
 fn leasepool_errors_map_to_honest_statuses() {
     let retry = Duration::from_millis(1500);
     let cases = [
-        (Error::Unavailable { max_pools: 1 }, 503, Some("2")),
+        (
+            Error::Unavailable {
+                max_pools: 1,
+                owner_limit: None,
+            },
+            503,
+            Some("2"),
+        ),
         (Error::Timeout(Duration::from_millis(5)), 503, Some("2")),
         (Error::Broken("a worker died".into()), 503, Some("2")),
         (Error::ShuttingDown, 503, None),

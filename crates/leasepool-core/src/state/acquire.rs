@@ -1,6 +1,7 @@
 //! Acquire, the wait queue and the hand-off of a pool to a waiter.
 
 use super::*;
+use crate::error::OwnerLimit;
 
 impl<P: Clone, W> LeaseState<P, W> {
     /// Tries to lease a pool at once; otherwise queues the caller (creating
@@ -18,24 +19,40 @@ impl<P: Clone, W> LeaseState<P, W> {
             Lifecycle::Stopped | Lifecycle::Starting => return Err(Error::NotStarted),
         }
         self.revoke_expired(now, fx);
-        if let Some(slot) = self.idle.pop_front() {
-            // Invariant: an idle pool means nobody is queued, so taking it
-            // first is first-come, first-served.
-            debug_assert!(self.waiters.is_empty());
-            return Ok(AcquireStep::Granted(self.grant(
-                slot,
-                request.terms,
-                Duration::ZERO,
-                now,
-                fx,
-            )));
+        let owner = request.terms.owner.clone();
+        // An owner at its limit may queue, but takes no pool until one of
+        // its leases ends.
+        let held_back = !self.waiters.has_room_for(owner.as_ref());
+        if !held_back {
+            if let Some(slot) = self.idle.pop_front() {
+                // Invariant: an idle pool means nobody who could take it
+                // is queued, so taking it is first-come, first-served.
+                debug_assert_eq!(self.waiters.servable(), 0);
+                return Ok(AcquireStep::Granted(self.grant(
+                    slot,
+                    request.terms,
+                    Duration::ZERO,
+                    now,
+                    fx,
+                )));
+            }
         }
-        let room = self.room_for_newcomer();
-        if !request.wait && !room {
-            self.counters.unavailable += 1;
-            return Err(Error::Unavailable {
-                max_pools: self.limits.max_pools,
-            });
+        let room = !held_back && self.room_for_newcomer();
+        if !request.wait {
+            // A fail-fast caller never waits for a release: its owner must
+            // have room beyond its queued waiters, and a pool must be free
+            // or creatable beyond those the queued waiters claim.
+            let owner_limit = self.waiters.claimed_up_to_limit(owner.as_ref());
+            if owner_limit.is_some() || !room {
+                self.counters.unavailable += 1;
+                return Err(Error::Unavailable {
+                    max_pools: self.limits.max_pools,
+                    owner_limit: owner_limit.map(|limit| OwnerLimit {
+                        owner: owner.as_deref().unwrap_or_default().to_owned(),
+                        limit,
+                    }),
+                });
+            }
         }
         if let Some((at, timeout)) = request.deadline {
             if at <= now && !room {
@@ -43,10 +60,18 @@ impl<P: Clone, W> LeaseState<P, W> {
                 return Err(Error::Timeout(timeout));
             }
         }
+        // A fail-fast caller is queued only for a pool that exists or is
+        // being created for it: it waits in the highest lane, so that no
+        // later waiter of a higher lane takes that pool from it.
+        let lane = if request.wait { request.terms.lane } else { 0 };
         let id = self
             .waiters
-            .push(now, request.terms, request.deadline, wake());
-        if self.creations_needed() > 0 || self.before_checker(request.deadline.map(|(at, _)| at)) {
+            .push(now, request.terms, lane, request.deadline, wake());
+        if self.creations_needed() > 0
+            || self.before_checker(request.deadline.map(|(at, _)| at))
+            // A newcomer of a higher lane may take a spared waiter's place.
+            || self.creating > 0 && self.unspared_due()
+        {
             fx.wake_checker = true;
         }
         Ok(AcquireStep::Queued(id))
@@ -56,7 +81,7 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// every pool that exists or may be created (`max_pools - total`, pools
     /// in creation included) beyond those the queued waiters will take.
     pub(super) fn room_for_newcomer(&self) -> bool {
-        self.limits.max_pools.saturating_sub(self.total()) > self.waiters.len()
+        self.limits.max_pools.saturating_sub(self.total()) > self.waiters.servable()
     }
 
     /// The outcome parked for waiter `id`, if it has one.
@@ -87,6 +112,8 @@ impl<P: Clone, W> LeaseState<P, W> {
         let key = self.next_lease;
         self.next_lease += 1;
         self.counters.acquired += 1;
+        self.waiters.lease_granted(terms.owner.as_ref());
+        self.lane_leases[terms.lane] += 1;
         let id = LeaseId::new(self.manager_id, key);
         let soft = deadline_after(now, terms.duration);
         let hard = deadline_after(soft, terms.grace);
@@ -115,6 +142,7 @@ impl<P: Clone, W> LeaseState<P, W> {
                 draining: false,
                 soft_warned: false,
                 end: end.clone(),
+                lane: terms.lane,
             },
         );
         Grant {
@@ -130,6 +158,36 @@ impl<P: Clone, W> LeaseState<P, W> {
         }
     }
 
+    /// Removes lease `key`'s record: it no longer counts against its owner
+    /// or its lane. Waiters its owner's limit held back may now take an
+    /// idle pool, and get one at once.
+    pub(super) fn take_lease(
+        &mut self,
+        key: u64,
+        now: Instant,
+        fx: &mut Effects<P, W>,
+    ) -> Option<LeaseRecord<P>> {
+        let record = self.leases.remove(&key)?;
+        self.lane_leases[record.lane] -= 1;
+        if self.waiters.lease_ended(record.owner.as_ref()) {
+            self.serve_idle(now, fx);
+            self.request_capacity(fx);
+        }
+        Some(record)
+    }
+
+    /// Hands idle pools to servable waiters while there are both (after an
+    /// owner's limit stopped holding its waiters back).
+    pub(super) fn serve_idle(&mut self, now: Instant, fx: &mut Effects<P, W>) {
+        while self.phase == Lifecycle::Running && self.waiters.servable() > 0 {
+            let Some(slot) = self.idle.pop_front() else {
+                return;
+            };
+            let outcome = self.offer(slot, now, fx);
+            debug_assert_eq!(outcome, PoolFate::HandedOff);
+        }
+    }
+
     /// Gives a healthy, free pool to the oldest waiter, or keeps it idle if
     /// that does not push the total above the desired count, or shuts it
     /// down. `total` must not count `slot` yet.
@@ -139,12 +197,14 @@ impl<P: Clone, W> LeaseState<P, W> {
         now: Instant,
         fx: &mut Effects<P, W>,
     ) -> PoolFate {
-        if let Some(waiter) = self.waiters.pop_oldest() {
+        if let Some((waiter, passed)) = self.waiters.pop_next(now) {
             let waited = now.saturating_duration_since(waiter.since);
             let counters = &mut self.counters;
             counters.acquired_after_wait += 1;
             counters.wait_time_total = counters.wait_time_total.saturating_add(waited);
             counters.wait_time_max = counters.wait_time_max.max(waited);
+            counters.served_by_aging += u64::from(passed.by_aging);
+            counters.passed_over_by_owner_limit += u64::from(passed.by_owner_limit);
             let Waiter { terms, .. } = &waiter;
             let grant = self.grant(slot, terms.clone(), waited, now, fx);
             fx.wake

@@ -4,8 +4,8 @@ use super::*;
 
 impl<P: Clone, W> LeaseState<P, W> {
     /// Revokes one lease: its pool is shut down, never recycled.
-    pub(super) fn revoke(&mut self, key: u64, fx: &mut Effects<P, W>) {
-        let Some(record) = self.leases.remove(&key) else {
+    pub(super) fn revoke(&mut self, key: u64, now: Instant, fx: &mut Effects<P, W>) {
+        let Some(record) = self.take_lease(key, now, fx) else {
             return;
         };
         record.end.set(LeaseEnd::Expired);
@@ -23,11 +23,11 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// The deadline of a graceful shutdown has come: every lease still held
     /// is revoked exactly as at hard expiry (its pool is revoked, then shut
     /// down). Returns how many were revoked.
-    pub(crate) fn revoke_all(&mut self, fx: &mut Effects<P, W>) -> usize {
+    pub(crate) fn revoke_all(&mut self, now: Instant, fx: &mut Effects<P, W>) -> usize {
         let mut keys: Vec<u64> = self.leases.keys().copied().collect();
         keys.sort_unstable();
         for key in &keys {
-            self.revoke(*key, fx);
+            self.revoke(*key, now, fx);
         }
         keys.len()
     }
@@ -45,14 +45,20 @@ impl<P: Clone, W> LeaseState<P, W> {
             .collect();
         expired.sort_unstable();
         for (_, key) in expired {
-            self.revoke(key, fx);
+            self.revoke(key, now, fx);
         }
     }
 
     /// Pool `seq` can no longer run work: retire it wherever it is. Returns
     /// false if the pool is not (or no longer) here, e.g. still being
     /// created.
-    pub(crate) fn pool_broken(&mut self, seq: u64, reason: &str, fx: &mut Effects<P, W>) -> bool {
+    pub(crate) fn pool_broken(
+        &mut self,
+        seq: u64,
+        reason: &str,
+        now: Instant,
+        fx: &mut Effects<P, W>,
+    ) -> bool {
         if let Some(index) = self.idle.iter().position(|slot| slot.seq == seq) {
             if let Some(slot) = self.idle.remove(index) {
                 fx.shutdown.push(slot.pool);
@@ -68,7 +74,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             .find(|(_, r)| r.pool.seq == seq)
             .map(|(key, _)| *key)
         {
-            if let Some(record) = self.leases.remove(&key) {
+            if let Some(record) = self.take_lease(key, now, fx) {
                 record.end.set(LeaseEnd::Broken);
                 fx.note(|| Event::Retired {
                     pool: seq,
@@ -97,7 +103,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         fx: &mut Effects<P, W>,
     ) {
         let before = fx.shutdown.len();
-        if self.pool_broken(seq, reason, fx) {
+        if self.pool_broken(seq, reason, now, fx) {
             self.record_break(now);
         } else if let Some(early) = self.in_creation.get_mut(&seq) {
             early.get_or_insert_with(|| reason.to_owned());

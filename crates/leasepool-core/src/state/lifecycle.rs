@@ -35,7 +35,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         self.phase = Lifecycle::Running;
         self.idle.extend(pools);
         for (seq, reason) in broken {
-            if self.pool_broken(seq, &reason, fx) {
+            if self.pool_broken(seq, &reason, now, fx) {
                 self.record_break(now);
             }
         }
@@ -86,6 +86,8 @@ impl<P: Clone, W> LeaseState<P, W> {
             record.end.set(LeaseEnd::Stopped);
             fx.shutdown.push(record.pool.pool);
         }
+        self.lane_leases = [0; LANES];
+        self.waiters.forget_leases();
         for waiter in self.waiters.drain() {
             fx.wake.push(
                 self.waiters

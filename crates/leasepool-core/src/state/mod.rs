@@ -64,10 +64,10 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::observe::{Event, PoolFate};
 pub(crate) use effects::Effects;
 use seqmap::SeqMap;
-pub(crate) use waiters::Resolution;
+pub(crate) use waiters::{Fairness, LANES, Resolution};
 use waiters::{WaitQueue, Waiter};
 
-use crate::stats::{LeaseStats, ManagerCounters};
+use crate::stats::{LaneStats, LeaseStats, ManagerCounters, OwnerStats};
 use crate::{Error, LeaseEnd, LeaseId};
 
 /// `now + d`, saturating instead of overflowing. Configuration validation
@@ -113,6 +113,8 @@ pub(crate) struct LeaseTerms {
     pub(crate) owner: Option<Arc<str>>,
     pub(crate) duration: Duration,
     pub(crate) grace: Duration,
+    /// Its priority lane (0 is the highest).
+    pub(crate) lane: usize,
 }
 
 /// The lease end reason, shared between the record and the handles so a
@@ -165,6 +167,8 @@ pub(crate) struct LeaseRecord<P> {
     pub(crate) draining: bool,
     pub(crate) soft_warned: bool,
     pub(crate) end: Arc<EndCell>,
+    /// The lane it was acquired in.
+    pub(crate) lane: usize,
 }
 
 /// What a successful acquire hands to the caller to build its lease handle.
@@ -232,6 +236,8 @@ pub(crate) struct LeaseState<P, W> {
     jobs_in_flight: usize,
     /// Counters that only go up, updated by the transitions they count.
     counters: ManagerCounters,
+    /// Leases held, per lane they were acquired in.
+    lane_leases: [usize; LANES],
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -273,7 +279,7 @@ impl BreakBackoff {
 }
 
 impl<P: Clone, W> LeaseState<P, W> {
-    pub(crate) fn new(manager_id: u64, limits: Limits) -> Self {
+    pub(crate) fn new(manager_id: u64, limits: Limits, fairness: Fairness) -> Self {
         LeaseState {
             manager_id,
             limits,
@@ -281,7 +287,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             desired: limits.min_pools,
             idle: VecDeque::new(),
             leases: SeqMap::default(),
-            waiters: WaitQueue::new(),
+            waiters: WaitQueue::new(fairness),
             creating: 0,
             in_creation: SeqMap::default(),
             deferred: Vec::new(),
@@ -292,6 +298,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             shutdown_deadline: None,
             jobs_in_flight: 0,
             counters: ManagerCounters::default(),
+            lane_leases: [0; LANES],
         }
     }
 
@@ -333,6 +340,43 @@ impl<P: Clone, W> LeaseState<P, W> {
 
     pub(crate) fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Leases held and waiters queued per owner, by owner name.
+    pub(crate) fn owner_stats(&self) -> Vec<OwnerStats> {
+        let mut owners: std::collections::BTreeMap<&Arc<str>, (usize, usize)> =
+            std::collections::BTreeMap::new();
+        for owner in self.leases.values().filter_map(|r| r.owner.as_ref()) {
+            owners.entry(owner).or_default().0 += 1;
+        }
+        for owner in self.waiters.iter().filter_map(|w| w.terms.owner.as_ref()) {
+            owners.entry(owner).or_default().1 += 1;
+        }
+        owners
+            .into_iter()
+            .map(|(owner, (leases, waiting))| OwnerStats {
+                owner: owner.to_string(),
+                leases,
+                waiting,
+                limit: self.waiters.fairness().limit_of(Some(owner)),
+            })
+            .collect()
+    }
+
+    /// Leases held and waiters queued per lane, highest first.
+    pub(crate) fn lane_stats(&self) -> Vec<LaneStats> {
+        crate::Priority::ALL
+            .iter()
+            .map(|&priority| LaneStats {
+                priority,
+                leases: self.lane_leases[priority.lane()],
+                waiting: self
+                    .waiters
+                    .iter()
+                    .filter(|w| w.terms.lane == priority.lane())
+                    .count(),
+            })
+            .collect()
     }
 
     pub(crate) fn lease_stats(&self, now: Instant) -> Vec<LeaseStats> {

@@ -21,7 +21,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             });
             return;
         }
-        if let Some(record) = self.leases.remove(&key) {
+        if let Some(record) = self.take_lease(key, now, fx) {
             self.finalise(record, now, fx);
         }
     }
@@ -69,7 +69,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return None;
         }
         if now >= record.hard {
-            self.revoke(key, fx);
+            self.revoke(key, now, fx);
             return None;
         }
         record.soft = deadline_after(now, duration);
@@ -100,7 +100,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             return None;
         }
         if now >= record.hard {
-            self.revoke(key, fx);
+            self.revoke(key, now, fx);
             return None;
         }
         record.pending += 1;
@@ -133,7 +133,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         };
         record.pending = record.pending.saturating_sub(1);
         if record.draining && record.pending == 0 {
-            if let Some(record) = self.leases.remove(&key) {
+            if let Some(record) = self.take_lease(key, now, fx) {
                 self.finalise(record, now, fx);
             }
         }

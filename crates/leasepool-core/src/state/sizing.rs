@@ -40,16 +40,26 @@ impl<P: Clone, W> LeaseState<P, W> {
         let for_desired = self.desired.saturating_sub(have);
         let for_waiters = self
             .waiters
-            .len()
+            .servable()
             .saturating_sub(self.creating + for_desired);
         room.min(for_desired + for_waiters)
     }
 
-    /// Wakes the checker if capacity must be created.
+    /// Wakes the checker if capacity must be created, or if a waiter past
+    /// its deadline is no longer among those the creations in flight will
+    /// serve (the line for new pools changed: an owner got room back, a
+    /// pool went to an aged waiter) and must be timed out.
     pub(super) fn request_capacity(&mut self, fx: &mut Effects<P, W>) {
-        if self.creations_needed() > 0 {
+        if self.creations_needed() > 0 || self.unspared_due() {
             fx.wake_checker = true;
         }
+    }
+
+    /// True if a waiter the creations in flight will not serve (all of
+    /// them, once none is in flight) has a deadline before the checker's
+    /// next pass: it was spared when the pass was planned.
+    pub(super) fn unspared_due(&self) -> bool {
+        self.before_checker(self.waiters.earliest_deadline(self.spared_waiters()))
     }
 
     /// Records that a pool broke at `now`, for the replacement back-off.
@@ -94,6 +104,9 @@ impl<P: Clone, W> LeaseState<P, W> {
         }
         self.counters.pools_created += 1;
         self.offer(slot, now, fx);
+        if self.unspared_due() {
+            fx.wake_checker = true;
+        }
     }
 
     /// A planned creation produced a pool that broke before it was placed
@@ -113,15 +126,15 @@ impl<P: Clone, W> LeaseState<P, W> {
         self.request_capacity(fx);
     }
 
-    /// A planned creation failed: the oldest waiter that no other creation
-    /// in flight will serve gets the error.
+    /// A planned creation failed: the waiter first in line for the pools
+    /// being created gets the error (unless each of them still has one).
     pub(crate) fn pool_creation_failed(&mut self, seq: u64, error: Error, fx: &mut Effects<P, W>) {
         if self.in_creation.remove(&seq).is_none() {
             return; // planned by a run that was stopped
         }
         self.creating = self.creating.saturating_sub(1);
-        if self.waiters.len() > self.creating {
-            if let Some(waiter) = self.waiters.pop_oldest() {
+        if self.waiters.servable() > self.creating {
+            if let Some(waiter) = self.waiters.pop_first_in_line() {
                 fx.wake.push(
                     self.waiters
                         .resolve(waiter, Resolution::Failed(error.clone())),
@@ -230,9 +243,35 @@ impl<P: Clone, W> LeaseState<P, W> {
             "above max_pools"
         );
         assert!(
-            self.idle.is_empty() || self.waiters.is_empty(),
-            "waiter queued while a pool is idle"
+            self.idle.is_empty() || self.waiters.servable() == 0,
+            "a waiter that could take it is queued while a pool is idle"
         );
+        self.waiters.check_invariants();
+        let mut held: std::collections::HashMap<&str, usize> = Default::default();
+        for record in self.leases.values() {
+            if let Some(owner) = &record.owner {
+                *held.entry(owner).or_default() += 1;
+            }
+        }
+        for (owner, n) in &held {
+            let limit = self.waiters.fairness().limit_of(Some(&Arc::from(*owner)));
+            assert!(
+                limit.is_none_or(|limit| *n <= limit),
+                "{owner} holds {n} leases, above its limit"
+            );
+        }
+        for (owner, n, _) in self.waiters.owner_holds() {
+            assert_eq!(
+                held.get(&**owner).copied().unwrap_or(0),
+                n,
+                "{owner}'s count"
+            );
+        }
+        let mut lanes = [0; LANES];
+        for record in self.leases.values() {
+            lanes[record.lane] += 1;
+        }
+        assert_eq!(lanes, self.lane_leases, "leases per lane");
         let mut seen = std::collections::HashSet::new();
         for slot in &self.idle {
             assert!(seen.insert(pool_id(&slot.pool)), "pool in two places");

@@ -114,7 +114,13 @@ fn wait_false_fails_fast_with_unavailable_naming_max_pools() {
             started.elapsed() < Duration::from_secs(5),
             "did not fail fast"
         );
-        assert_eq!(error, Error::Unavailable { max_pools: 2 });
+        assert_eq!(
+            error,
+            Error::Unavailable {
+                max_pools: 2,
+                owner_limit: None,
+            }
+        );
         let message = error.to_string();
         assert!(message.contains("max_pools"), "{message}");
         assert!(message.contains('2'), "{message}");
@@ -336,7 +342,10 @@ fn acquire_creates_pools_on_demand_up_to_max_pools() {
         }
         assert_eq!(
             m.acquire().wait(false).await.unwrap_err(),
-            Error::Unavailable { max_pools: 3 }
+            Error::Unavailable {
+                max_pools: 3,
+                owner_limit: None,
+            }
         );
         assert_eq!(
             m.acquire()

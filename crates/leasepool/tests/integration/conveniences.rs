@@ -63,7 +63,10 @@ fn acquire_timeout_is_the_default_time_out_and_an_explicit_one_wins() {
     // wait(false) never waits, whatever the default.
     assert!(matches!(
         m.acquire().wait(false).blocking(),
-        Err(Error::Unavailable { max_pools: 1 })
+        Err(Error::Unavailable {
+            max_pools: 1,
+            owner_limit: None,
+        })
     ));
     drop(held);
     m.stop_blocking();

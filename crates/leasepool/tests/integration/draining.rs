@@ -51,7 +51,10 @@ fn release_with_running_jobs_enters_draining() {
     ));
     assert_eq!(
         m.acquire().wait(false).blocking().unwrap_err(),
-        Error::Unavailable { max_pools: 1 }
+        Error::Unavailable {
+            max_pools: 1,
+            owner_limit: None,
+        }
     );
 
     go_tx.send(()).unwrap();

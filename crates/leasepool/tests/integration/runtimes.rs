@@ -58,7 +58,10 @@ async fn scenario(prefix: &'static str, spawn: Spawner) {
 
     // Both pools leased: fail fast, and time out.
     match m.acquire().wait(false).await {
-        Err(Error::Unavailable { max_pools: 2 }) => {}
+        Err(Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
     let asked = Duration::from_millis(30);
@@ -260,7 +263,10 @@ fn plain_threads_blocking() {
     let b = m.acquire().owner("b").timeout(PATIENCE).blocking().unwrap();
     assert_eq!((m.leased_count(), m.total_count()), (2, 2));
     match m.acquire().wait(false).blocking() {
-        Err(Error::Unavailable { max_pools: 2 }) => {}
+        Err(Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
     let asked = Duration::from_millis(30);

@@ -19,7 +19,10 @@ fn fifo_timeout_failfast_expiry_drain_broken() {
         let a = m.acquire().owner("a").await.unwrap();
         assert!(matches!(
             m.acquire().wait(false).await,
-            Err(Error::Unavailable { max_pools: 1 })
+            Err(Error::Unavailable {
+                max_pools: 1,
+                owner_limit: None,
+            })
         ));
         assert!(matches!(
             m.acquire().timeout(Duration::from_millis(50)).await,

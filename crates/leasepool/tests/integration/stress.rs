@@ -136,7 +136,8 @@ fn check_quiescent_then_stop(prefix: &str, m: &LeasedExecutorManager, tally: &Ta
     assert!(matches!(
         m.acquire().wait(false).blocking(),
         Err(Error::Unavailable {
-            max_pools: MAX_POOLS
+            max_pools: MAX_POOLS,
+            owner_limit: None,
         })
     ));
     drop(fresh);
@@ -193,7 +194,7 @@ async fn async_task(m: LeasedExecutorManager, id: u64, tally: Arc<Tally>) {
                     Tally::add(&tally.leases);
                     run_jobs(&lease, base, 1, &tally).await;
                 }
-                Err(Error::Unavailable { max_pools }) => {
+                Err(Error::Unavailable { max_pools, .. }) => {
                     assert_eq!(max_pools, MAX_POOLS);
                     Tally::add(&tally.unavailable);
                 }

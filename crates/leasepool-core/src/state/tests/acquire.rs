@@ -38,6 +38,7 @@ fn acquire_grant_carries_terms_deadlines_and_a_fresh_id() {
             owner: Some(owner.clone()),
             duration: ms(100),
             grace: ms(10),
+            lane: 1,
         },
         wait: true,
         deadline: None,
@@ -114,6 +115,7 @@ fn acquire_before_start_is_not_started() {
             max_pools: 2,
             min_pools: 1,
         },
+        Fairness::default(),
     );
     let mut fx = Fx::default();
     let now = Instant::now();
@@ -201,12 +203,24 @@ fn wait_false_is_unavailable_only_when_nothing_is_idle_and_no_room() {
 
     // Nothing idle and no room: unavailable at once, naming max_pools.
     let (result, fx) = h.acquire(3, false, None);
-    assert_eq!(result.unwrap_err(), Error::Unavailable { max_pools: 2 });
+    assert_eq!(
+        result.unwrap_err(),
+        Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }
+    );
     assert!(fx.wake.is_empty());
     assert_eq!(h.s.waiting(), 0);
     // A timeout does not turn wait=false into waiting.
     let (result, _) = h.acquire(3, false, Some(1000));
-    assert_eq!(result.unwrap_err(), Error::Unavailable { max_pools: 2 });
+    assert_eq!(
+        result.unwrap_err(),
+        Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }
+    );
     assert_eq!(h.s.waiting(), 0);
 }
 

@@ -66,9 +66,9 @@ fn pool_broken_says_whether_the_pool_was_here() {
     assert_eq!(h.plan(), vec![2]);
     let mut fx = Fx::default();
     // Still being created: not here (the manager remembers the report).
-    assert!(!h.s.pool_broken(2, "early", &mut fx));
+    assert!(!h.s.pool_broken(2, "early", h.now(), &mut fx));
     assert!(fx.is_empty());
-    assert!(h.s.pool_broken(1, "late", &mut fx));
+    assert!(h.s.pool_broken(1, "late", h.now(), &mut fx));
     h.check();
 }
 

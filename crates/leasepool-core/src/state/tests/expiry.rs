@@ -75,6 +75,7 @@ fn tick_warns_about_soft_expiry_once() {
             owner: Some(Arc::from("slow")),
             duration: ms(100),
             grace: ms(50),
+            lane: 1,
         },
         wait: true,
         deadline: None,

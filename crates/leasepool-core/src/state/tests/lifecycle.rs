@@ -115,6 +115,7 @@ fn start_lifecycle_begin_finish_abort() {
             max_pools: 3,
             min_pools: 1,
         },
+        Fairness::default(),
     );
     assert_eq!(s.phase(), Lifecycle::Stopped);
     assert_eq!(s.begin_start(), Lifecycle::Stopped);
@@ -213,6 +214,7 @@ fn is_being_created_tracks_start_reserved_and_planned_pools() {
             max_pools: 5,
             min_pools: 1,
         },
+        Fairness::default(),
     );
     assert!(!s.is_being_created(1));
     assert_eq!(s.begin_start(), Lifecycle::Stopped);
@@ -267,6 +269,7 @@ fn abort_start_forgets_the_pools_start_was_creating() {
             max_pools: 3,
             min_pools: 2,
         },
+        Fairness::default(),
     );
     assert_eq!(s.begin_start(), Lifecycle::Stopped);
     assert_eq!(s.reserve_pool_seqs(2), vec![1, 2]);

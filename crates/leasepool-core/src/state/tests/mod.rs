@@ -34,6 +34,7 @@ fn terms(duration: u64, grace: u64) -> LeaseTerms {
         owner: None,
         duration: ms(duration),
         grace: ms(grace),
+        lane: 1,
     }
 }
 
@@ -62,6 +63,9 @@ struct H {
     s: State,
     base: Instant,
     next_signal: u64,
+    /// The latest time any step was given (ms after `base`), for steps
+    /// that take no time of their own.
+    last: std::cell::Cell<u64>,
 }
 
 impl H {
@@ -74,6 +78,7 @@ impl H {
                 max_pools: max,
                 min_pools: min,
             },
+            Fairness::default(),
         );
         assert_eq!(s.begin_start(), Lifecycle::Stopped);
         s.set_desired(pools);
@@ -88,13 +93,20 @@ impl H {
             s,
             base: Instant::now(),
             next_signal: 0,
+            last: std::cell::Cell::new(0),
         };
         h.check();
         h
     }
 
     fn at(&self, x: u64) -> Instant {
+        self.last.set(self.last.get().max(x));
         self.base + ms(x)
+    }
+
+    /// The latest time a step was given.
+    fn now(&self) -> Instant {
+        self.base + ms(self.last.get())
     }
 
     fn check(&self) {
@@ -305,7 +317,7 @@ impl H {
 
     fn broken(&mut self, seq: u64) -> Fx {
         let mut fx = Fx::default();
-        self.s.pool_broken(seq, "worker died", &mut fx);
+        self.s.pool_broken(seq, "worker died", self.now(), &mut fx);
         self.check();
         fx
     }

@@ -69,6 +69,7 @@ fn begin_shutdown_only_starts_from_running() {
             max_pools: 2,
             min_pools: 1,
         },
+        Fairness::default(),
     );
     let now = Instant::now();
     let mut fx = Fx::default();

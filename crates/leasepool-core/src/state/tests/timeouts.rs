@@ -12,7 +12,13 @@ fn wait_false_acquire_never_waits_for_a_release() {
     let _a = h.lease(0); // pool 1 leased; room for one more pool
     let w1 = h.queue(1); // the creation that room allows is w1's
     let (result, fx) = h.acquire(2, false, None);
-    assert_eq!(result.unwrap_err(), Error::Unavailable { max_pools: 2 });
+    assert_eq!(
+        result.unwrap_err(),
+        Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }
+    );
     assert!(fx.is_empty());
     assert_eq!(h.s.waiting(), 1);
     let (_, fx) = h.create_all(3);
@@ -30,7 +36,13 @@ fn wait_false_counts_pools_being_created_as_capacity() {
     let w = h.queue_with(1, false, None);
     // That pool is claimed now: the next caller is refused.
     let (result, _) = h.acquire(1, false, None);
-    assert_eq!(result.unwrap_err(), Error::Unavailable { max_pools: 2 });
+    assert_eq!(
+        result.unwrap_err(),
+        Error::Unavailable {
+            max_pools: 2,
+            owner_limit: None,
+        }
+    );
     let fx = h.created(2, 2);
     assert_eq!(fx.wake, vec![w]);
     let g = h.granted(w);

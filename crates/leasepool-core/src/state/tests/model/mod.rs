@@ -1,7 +1,13 @@
 //! The property test: random operation sequences run against the state
 //! machine and against a small reference model kept alongside; every step
-//! compares the two and checks the invariants (pool accounting, FIFO
-//! service, waking, no stranded waiter).
+//! compares the two and checks the invariants (pool accounting, service
+//! order across priority lanes and owners, owner limits, waking, no
+//! stranded waiter).
+//!
+//! The model's wait queue is a plain map scanned in full: the waiter a
+//! freed pool goes to is the smallest `(effective lane, id)` among the
+//! waiters whose owner is under its limit, where an aged waiter's
+//! effective lane is 0.
 
 use super::*;
 
@@ -21,6 +27,9 @@ enum Op {
         timeout: Option<u64>,
         duration: u64,
         grace: u64,
+        /// An index into `OWNERS`, or no owner.
+        owner: Option<usize>,
+        lane: usize,
     },
     Release(Index),
     BeginJob(Index),
@@ -67,12 +76,16 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::of(prop_oneof![0u64..=5, 0u64..=100]),
             1u64..=150,
             0u64..=40,
+            prop::option::of(0..OWNERS.len()),
+            0..LANES,
         )
-            .prop_map(|(wait, timeout, duration, grace)| Op::Acquire {
+            .prop_map(|(wait, timeout, duration, grace, owner, lane)| Op::Acquire {
                 wait,
                 timeout,
                 duration,
                 grace,
+                owner,
+                lane,
             }),
         4 => any::<Index>().prop_map(Op::Release),
         3 => any::<Index>().prop_map(Op::BeginJob),
@@ -106,6 +119,27 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The owners acquires may name.
+const OWNERS: [&str; 3] = ["a", "b", "c"];
+
+/// A fairness configuration: aging, a default limit, and a limit of `a`'s
+/// own.
+fn fairness() -> impl Strategy<Value = Fairness> {
+    (
+        prop::option::of(1u64..=80),
+        prop::option::of(1usize..=3),
+        prop::option::of(1usize..=2),
+    )
+        .prop_map(|(aging, default_limit, a_limit)| Fairness {
+            aging: aging.map(ms),
+            default_limit,
+            owner_limits: a_limit
+                .map(|n| (Arc::from(OWNERS[0]), n))
+                .into_iter()
+                .collect(),
+        })
+}
+
 /// What the model knows about a waiter.
 #[derive(Debug, Clone, PartialEq)]
 enum Parked {
@@ -126,6 +160,11 @@ struct MWaiter {
     deadline: Option<(Instant, Duration)>,
     /// When it was queued.
     since: Instant,
+    owner: Option<Arc<str>>,
+    /// The lane it waits in: 0 for a fail-fast caller.
+    lane: usize,
+    /// The lane it asked for.
+    asked: usize,
 }
 
 #[derive(Debug)]
@@ -137,6 +176,8 @@ struct MLease {
     pending: usize,
     draining: bool,
     soft_warned: bool,
+    owner: Option<Arc<str>>,
+    lane: usize,
 }
 
 /// The effects the model expects from one transition.
@@ -187,16 +228,22 @@ struct Sim {
     backoff_streak: u32,
     backoff_last: Option<Instant>,
     backoff_until: Option<Instant>,
+    // Fairness.
+    fair: Fairness,
+    /// Grants that aging, or an owner limit, gave to another waiter than
+    /// lanes and arrival alone would have.
+    by_aging: u64,
+    by_owner_limit: u64,
 }
 
 impl Sim {
-    fn new(min: usize, max: usize) -> Sim {
+    fn new(min: usize, max: usize, fair: Fairness) -> Sim {
         let limits = Limits {
             max_pools: max,
             min_pools: min,
         };
         let mut sim = Sim {
-            s: State::new(MANAGER, limits),
+            s: State::new(MANAGER, limits, fair.clone()),
             base: Instant::now(),
             now_ms: 0,
             limits,
@@ -222,6 +269,9 @@ impl Sim {
             backoff_streak: 0,
             backoff_last: None,
             backoff_until: None,
+            fair,
+            by_aging: 0,
+            by_owner_limit: 0,
         };
         sim.verify();
         sim.restart(min);
@@ -242,6 +292,154 @@ impl Sim {
             .filter(|(_, w)| w.status == Parked::Queued)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Leases `owner` holds.
+    fn m_held(&self, owner: Option<&Arc<str>>) -> usize {
+        owner.map_or(0, |owner| {
+            self.leases
+                .values()
+                .filter(|l| l.owner.as_ref() == Some(owner))
+                .count()
+        })
+    }
+
+    /// True if `owner` may take one more lease now.
+    fn m_has_room(&self, owner: Option<&Arc<str>>) -> bool {
+        self.fair
+            .limit_of(owner)
+            .is_none_or(|limit| self.m_held(owner) < limit)
+    }
+
+    /// The queued waiters of `owner`.
+    fn m_queued_of(&self, owner: &Arc<str>) -> Vec<u64> {
+        self.queued()
+            .into_iter()
+            .filter(|id| self.waiters[id].owner.as_ref() == Some(owner))
+            .collect()
+    }
+
+    /// How many queued waiters could take a pool now.
+    fn m_servable(&self) -> usize {
+        let queued = self.queued();
+        let unlimited = queued
+            .iter()
+            .filter(|id| {
+                self.fair
+                    .limit_of(self.waiters[id].owner.as_ref())
+                    .is_none()
+            })
+            .count();
+        let limited: usize = OWNERS
+            .iter()
+            .map(|owner| Arc::from(*owner))
+            .filter_map(|owner: Arc<str>| {
+                let limit = self.fair.limit_of(Some(&owner))?;
+                let room = limit.saturating_sub(self.m_held(Some(&owner)));
+                Some(self.m_queued_of(&owner).len().min(room))
+            })
+            .sum();
+        unlimited + limited
+    }
+
+    fn m_aged(&self, id: u64) -> bool {
+        self.fair
+            .aging
+            .is_some_and(|aging| self.waiters[&id].since + aging <= self.now())
+    }
+
+    /// The candidates a freed pool may go to: every servable waiter whose
+    /// owner has no limit, and the oldest waiter per lane of each owner
+    /// under its limit; with `limits` false, every queued waiter.
+    fn m_candidates(&self, limits: bool) -> Vec<u64> {
+        let queued = self.queued();
+        queued
+            .iter()
+            .copied()
+            .filter(|id| {
+                let w = &self.waiters[id];
+                if !limits || self.fair.limit_of(w.owner.as_ref()).is_none() {
+                    return true;
+                }
+                self.m_has_room(w.owner.as_ref())
+                    && queued.iter().find(|other| {
+                        let o = &self.waiters[*other];
+                        o.owner == w.owner && o.lane == w.lane
+                    }) == Some(id)
+            })
+            .collect()
+    }
+
+    /// `ids` in the order the rule serves them: by effective lane (0 once
+    /// aged), then arrival.
+    fn m_line(&self, ids: Vec<u64>, aging: bool) -> Vec<u64> {
+        let mut line: Vec<(usize, u64)> = ids
+            .into_iter()
+            .map(|id| {
+                let lane = if aging && self.m_aged(id) {
+                    0
+                } else {
+                    self.waiters[&id].lane
+                };
+                (lane, id)
+            })
+            .collect();
+        line.sort_unstable();
+        line.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Every servable waiter in the order they will be served as things
+    /// stand: an owner with a limit contributes its first waiters up to
+    /// its room.
+    fn m_servable_line(&self, aging: bool) -> Vec<u64> {
+        let mut servable = Vec::new();
+        for id in self.m_line(self.queued(), aging) {
+            let owner = self.waiters[&id].owner.clone();
+            let fits = match self.fair.limit_of(owner.as_ref()) {
+                None => true,
+                Some(limit) => {
+                    let ahead = servable
+                        .iter()
+                        .filter(|other| self.waiters[*other].owner == owner)
+                        .count();
+                    self.m_held(owner.as_ref()) + ahead < limit
+                }
+            };
+            if fits {
+                servable.push(id);
+            }
+        }
+        servable
+    }
+
+    /// The waiter a freed pool goes to now.
+    fn m_next(&self) -> Option<u64> {
+        self.m_line(self.m_candidates(true), true).first().copied()
+    }
+
+    /// The `spared` first in line for the pools being created: the
+    /// servable waiters by lane and arrival (aging left out).
+    fn m_spared_ids(&self) -> Vec<u64> {
+        let mut line = self.m_servable_line(false);
+        line.truncate(self.m_spared());
+        line
+    }
+
+    /// A waiter the creations in flight will not serve has a deadline
+    /// before the next checker pass.
+    fn m_unspared_due(&self) -> bool {
+        let spared = self.m_spared_ids();
+        let earliest = self
+            .queued()
+            .into_iter()
+            .filter(|id| !spared.contains(id))
+            .filter_map(|id| self.waiters[&id].deadline.map(|(at, _)| at))
+            .min();
+        match (earliest, self.checker_next) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(at), Some(next)) => at < next,
+        }
     }
 
     fn set_end(&mut self, key: u64, end: LeaseEnd) {
@@ -280,7 +478,7 @@ impl Sim {
         let have = self.total() + self.in_flight.len();
         let room = self.limits.max_pools.saturating_sub(have);
         let for_desired = self.desired.saturating_sub(have);
-        let for_waiters = self.queued().len().saturating_sub(self.in_flight.len());
+        let for_waiters = self.m_servable().saturating_sub(self.in_flight.len());
         room.min(for_desired.max(for_waiters))
     }
 
@@ -292,11 +490,14 @@ impl Sim {
 
     // ----- the model's transitions -----
 
+    #[allow(clippy::too_many_arguments)]
     fn m_grant(
         &mut self,
         pool: u64,
         duration: u64,
         grace: u64,
+        owner: Option<Arc<str>>,
+        lane: usize,
         waited: Duration,
         exp: &mut Expect,
     ) -> u64 {
@@ -313,9 +514,13 @@ impl Sim {
         self.next_lease += 1;
         let soft = deadline_after(self.now(), ms(duration));
         let hard = deadline_after(soft, ms(grace));
+        assert!(
+            self.m_has_room(owner.as_ref()),
+            "{owner:?} granted above its limit"
+        );
         exp.events.push(Event::Leased {
             id: lease_id(key),
-            owner: None,
+            owner: owner.clone(),
             pool,
             duration: ms(duration),
             grace: ms(grace),
@@ -331,19 +536,26 @@ impl Sim {
                 pending: 0,
                 draining: false,
                 soft_warned: false,
+                owner,
+                lane,
             },
         );
         key
     }
 
     fn m_offer(&mut self, pool: u64, exp: &mut Expect) -> PoolFate {
-        if let Some(&id) = self.queued().first() {
-            let (duration, grace, since) = {
+        if let Some(id) = self.m_next() {
+            let by_lane_alone = self.m_line(self.m_candidates(true), false).first().copied();
+            let without_limits = self.m_line(self.m_candidates(false), true).first().copied();
+            self.by_aging += u64::from(self.fair.aging.is_some() && by_lane_alone != Some(id));
+            let limits = self.fair.default_limit.is_some() || !self.fair.owner_limits.is_empty();
+            self.by_owner_limit += u64::from(limits && without_limits != Some(id));
+            let (duration, grace, since, owner, lane) = {
                 let w = &self.waiters[&id];
-                (w.duration, w.grace, w.since)
+                (w.duration, w.grace, w.since, w.owner.clone(), w.asked)
             };
             let waited = self.now().saturating_duration_since(since);
-            let key = self.m_grant(pool, duration, grace, waited, exp);
+            let key = self.m_grant(pool, duration, grace, owner, lane, waited, exp);
             self.waiters.get_mut(&id).expect("waiter").status = Parked::Granted(key);
             exp.wake.push(id);
             PoolFate::HandedOff
@@ -356,8 +568,29 @@ impl Sim {
         }
     }
 
+    /// Removes lease `key`; waiters its owner's limit held back take idle
+    /// pools at once.
+    fn m_take_lease(&mut self, key: u64, exp: &mut Expect) -> MLease {
+        let lease = self.leases.remove(&key).expect("lease to take");
+        let unblocked = lease.owner.as_ref().is_some_and(|owner| {
+            self.fair.limit_of(Some(owner)).is_some_and(|limit| {
+                self.m_held(Some(owner)) + 1 == limit && !self.m_queued_of(owner).is_empty()
+            })
+        });
+        if unblocked {
+            while self.phase == Lifecycle::Running && self.m_servable() > 0 {
+                let Some(pool) = self.idle.pop_front() else {
+                    break;
+                };
+                let outcome = self.m_offer(pool, exp);
+                assert_eq!(outcome, PoolFate::HandedOff);
+            }
+        }
+        lease
+    }
+
     fn m_finalise(&mut self, key: u64, exp: &mut Expect) {
-        let lease = self.leases.remove(&key).expect("lease to finalise");
+        let lease = self.m_take_lease(key, exp);
         let healthy = self.phase == Lifecycle::Running && self.now() < lease.hard;
         let outcome = if healthy {
             self.m_offer(lease.pool, exp)
@@ -373,11 +606,11 @@ impl Sim {
     }
 
     fn m_revoke(&mut self, key: u64, exp: &mut Expect) {
-        let lease = self.leases.remove(&key).expect("lease to revoke");
+        let lease = self.m_take_lease(key, exp);
         self.set_end(key, LeaseEnd::Expired);
         exp.events.push(Event::Revoked {
             id: lease_id(key),
-            owner: None,
+            owner: lease.owner.clone(),
             pool: lease.pool,
         });
         exp.shutdown.push(lease.pool);
@@ -539,12 +772,56 @@ impl Sim {
             .min();
         assert_eq!(s.waiters.earliest_deadline(0), earliest);
         let spared = self.m_spared();
-        let earliest_unspared = queued
+        let spared_ids = self.m_spared_ids();
+        let unspared: Vec<u64> = queued
             .iter()
-            .skip(spared)
+            .copied()
+            .filter(|id| !spared_ids.contains(id))
+            .collect();
+        let earliest_unspared = unspared
+            .iter()
             .filter_map(|id| self.waiters[id].deadline.map(|(at, _)| at))
             .min();
         assert_eq!(s.waiters.earliest_deadline(spared), earliest_unspared);
+        assert_eq!(s.waiters.servable(), self.m_servable(), "servable waiters");
+        assert_eq!(
+            (
+                s.counters.served_by_aging,
+                s.counters.passed_over_by_owner_limit
+            ),
+            (self.by_aging, self.by_owner_limit),
+            "grants changed by aging and by owner limits"
+        );
+        for owner in OWNERS {
+            let owner: Arc<str> = Arc::from(owner);
+            if let Some(limit) = self.fair.limit_of(Some(&owner)) {
+                assert!(
+                    self.m_held(Some(&owner)) <= limit,
+                    "{owner} above its limit"
+                );
+            }
+        }
+        for (lane, stats) in s.lane_stats().iter().enumerate() {
+            let waiting = queued
+                .iter()
+                .filter(|id| self.waiters[id].asked == lane)
+                .count();
+            let leases = self.leases.values().filter(|l| l.lane == lane).count();
+            assert_eq!(
+                (stats.waiting, stats.leases),
+                (waiting, leases),
+                "lane {lane}"
+            );
+        }
+        for stats in s.owner_stats() {
+            let owner: Arc<str> = Arc::from(stats.owner.as_str());
+            assert_eq!(stats.leases, self.m_held(Some(&owner)), "{owner}'s leases");
+            assert_eq!(
+                stats.waiting,
+                self.m_queued_of(&owner).len(),
+                "{owner}'s waiters"
+            );
+        }
 
         // Every pool ever created is live in exactly one place or shut down.
         let mut live: Vec<u64> = self.idle.iter().copied().collect();
@@ -580,19 +857,27 @@ impl Sim {
 
         if self.phase == Lifecycle::Running {
             assert!(
-                !(s.available() > 0 && s.waiting() > 0),
-                "a waiter is queued while a pool is idle"
+                !(s.available() > 0 && self.m_servable() > 0),
+                "a waiter that could take it is queued while a pool is idle"
             );
             assert_eq!(s.creation_held_until(now), self.held_until(), "back-off");
             // docs/guide.md, "Acquiring a lease": a wait=false caller never waits for a release. It
             // is only ever queued among the waiters the pools that exist or
             // may be created will serve.
             let room = self.limits.max_pools.saturating_sub(self.total());
-            for (at, id) in queued.iter().enumerate() {
-                assert!(
-                    self.waiters[id].wait || at < room,
-                    "wait=false waiter {id} at {at} waits for a release (room {room})"
-                );
+            // docs/guide.md, "Acquiring a lease": a wait=false caller never
+            // waits for a release. It is only ever queued among the
+            // servable waiters the pools that exist or may be created will
+            // serve, in the highest lane, so nobody arriving later passes it.
+            let line = self.m_servable_line(true);
+            for id in &queued {
+                if !self.waiters[id].wait {
+                    let at = line.iter().position(|x| x == id);
+                    assert!(
+                        at.is_some_and(|at| at < room),
+                        "wait=false waiter {id} (at {at:?} of {line:?}) waits for a release (room {room})"
+                    );
+                }
             }
             // A waiter that needs a pool created is not left without a
             // checker pass on the way: one was requested, or is due now, or
@@ -618,11 +903,17 @@ impl Sim {
             let next = self.checker_next.expect("a pass was scheduled");
             let last = self.checker_last.expect("a pass ran");
             assert!(next > last, "the checker would spin");
-            for id in queued.iter().skip(spared) {
+            for id in &unspared {
                 if let Some((at, _)) = self.waiters[id].deadline {
                     assert!(
                         next <= at,
-                        "waiter {id}: deadline before the next checker pass"
+                        "waiter {id}: deadline before the next checker pass (next {:?}, at {:?}, spared {:?}, in flight {:?}, servable {}, queued {:?})",
+                        next - self.base,
+                        at - self.base,
+                        self.m_spared_ids(),
+                        self.in_flight,
+                        self.m_servable(),
+                        queued
                     );
                 }
             }

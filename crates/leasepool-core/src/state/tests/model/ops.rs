@@ -4,7 +4,17 @@
 use super::*;
 
 impl Sim {
-    pub(super) fn acquire(&mut self, wait: bool, timeout: Option<u64>, duration: u64, grace: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn acquire(
+        &mut self,
+        wait: bool,
+        timeout: Option<u64>,
+        duration: u64,
+        grace: u64,
+        owner: Option<usize>,
+        lane: usize,
+    ) {
+        let owner: Option<Arc<str>> = owner.map(|i| Arc::from(OWNERS[i]));
         enum Want {
             Granted(u64),
             Queued(u64),
@@ -23,15 +33,35 @@ impl Sim {
             })
         } else {
             self.m_revoke_expired(&mut exp);
-            if let Some(pool) = self.idle.pop_front() {
-                Want::Granted(self.m_grant(pool, duration, grace, Duration::ZERO, &mut exp))
+            let held_back = !self.m_has_room(owner.as_ref());
+            if let Some(pool) = self.idle.front().copied().filter(|_| !held_back) {
+                self.idle.pop_front();
+                Want::Granted(self.m_grant(
+                    pool,
+                    duration,
+                    grace,
+                    owner.clone(),
+                    lane,
+                    Duration::ZERO,
+                    &mut exp,
+                ))
             } else {
                 // Pools that exist or may be created, beyond those the
-                // queued waiters claim.
-                let room = self.limits.max_pools.saturating_sub(self.total()) > self.queued().len();
-                if !wait && !room {
+                // servable queued waiters claim.
+                let room = !held_back
+                    && self.limits.max_pools.saturating_sub(self.total()) > self.m_servable();
+                // The owner's leases and queued waiters reach its limit.
+                let claimed = owner.as_ref().and_then(|o| {
+                    let limit = self.fair.limit_of(Some(o))?;
+                    (self.m_held(Some(o)) + self.m_queued_of(o).len() >= limit).then_some(limit)
+                });
+                if !wait && (claimed.is_some() || !room) {
                     Want::Err(Error::Unavailable {
                         max_pools: self.limits.max_pools,
+                        owner_limit: claimed.map(|limit| crate::OwnerLimit {
+                            owner: owner.as_deref().unwrap_or_default().to_owned(),
+                            limit,
+                        }),
                     })
                 } else if let Some((_, t)) = deadline.filter(|(at, _)| *at <= now && !room) {
                     Want::Err(Error::Timeout(t))
@@ -46,6 +76,9 @@ impl Sim {
                             grace,
                             deadline,
                             since: self.now(),
+                            owner: owner.clone(),
+                            lane: if wait { lane } else { 0 },
+                            asked: lane,
                         },
                     );
                     Want::Queued(signal)
@@ -53,7 +86,11 @@ impl Sim {
             }
         };
         let request = AcquireRequest {
-            terms: terms(duration, grace),
+            terms: LeaseTerms {
+                owner: owner.clone(),
+                lane,
+                ..terms(duration, grace)
+            },
             wait,
             deadline,
         };
@@ -91,7 +128,7 @@ impl Sim {
             Some(lease) if !lease.draining => {
                 if now >= lease.hard {
                     self.m_revoke(key, &mut exp);
-                    exp.wake_checker = Some(self.m_creations_needed() > 0);
+                    exp.wake_checker = Some(self.m_creations_needed() > 0 || self.m_unspared_due());
                     None
                 } else {
                     lease.pending += 1;
@@ -144,7 +181,7 @@ impl Sim {
             Some(lease) if !lease.draining && live => {
                 if now >= lease.hard {
                     self.m_revoke(key, &mut exp);
-                    exp.wake_checker = Some(self.m_creations_needed() > 0);
+                    exp.wake_checker = Some(self.m_creations_needed() > 0 || self.m_unspared_due());
                     None
                 } else {
                     lease.soft = deadline_after(now, ms(duration));
@@ -259,8 +296,13 @@ impl Sim {
         self.m_revoke_expired(&mut exp);
         // The oldest waiters the creations in flight will serve wait for
         // them; the others time out at their deadline.
-        let spared = self.m_spared();
-        for id in self.queued().into_iter().skip(spared) {
+        let spared = self.m_spared_ids();
+        let due: Vec<u64> = self
+            .queued()
+            .into_iter()
+            .filter(|id| !spared.contains(id))
+            .collect();
+        for id in due {
             let waiter = self.waiters.get_mut(&id).expect("waiter");
             if let Some((at, timeout)) = waiter.deadline {
                 if at <= now {
@@ -275,7 +317,7 @@ impl Sim {
                 lease.soft_warned = true;
                 exp.events.push(Event::SoftExpired {
                     id: lease_id(*key),
-                    owner: None,
+                    owner: lease.owner.clone(),
                 });
             }
         }
@@ -293,7 +335,8 @@ impl Sim {
                 want_next = want_next.min(lease.soft);
             }
         }
-        for id in self.queued().into_iter().skip(self.m_spared()) {
+        let spared = self.m_spared_ids();
+        for id in self.queued().into_iter().filter(|id| !spared.contains(id)) {
             if let Some((at, _)) = self.waiters[&id].deadline {
                 want_next = want_next.min(at);
             }
@@ -364,13 +407,15 @@ impl Sim {
             exp.events.push(Event::CreateFailed {
                 error: error.clone(),
             });
-            let queued = self.queued();
-            if queued.len() > self.in_flight.len() {
-                let id = queued[0];
+            if self.m_servable() > self.in_flight.len() {
+                let id = *self
+                    .m_servable_line(false)
+                    .first()
+                    .expect("a servable waiter");
                 self.waiters.get_mut(&id).expect("waiter").status = Parked::Failed(error.clone());
                 exp.wake.push(id);
             }
-            exp.wake_checker = Some(self.m_creations_needed() > 0);
+            exp.wake_checker = Some(self.m_creations_needed() > 0 || self.m_unspared_due());
         } else {
             // Planned by a stopped run: ignored.
             exp.wake_checker = Some(false);
@@ -394,7 +439,7 @@ impl Sim {
                 lease: None,
                 reason: reason.to_owned(),
             });
-            exp.wake_checker = Some(self.m_creations_needed() > 0);
+            exp.wake_checker = Some(self.m_creations_needed() > 0 || self.m_unspared_due());
         } else {
             exp.wake_checker = Some(false);
         }
@@ -423,7 +468,7 @@ impl Sim {
             .find(|(_, l)| l.pool == seq)
             .map(|(key, _)| *key)
         {
-            self.leases.remove(&key);
+            self.m_take_lease(key, &mut exp);
             self.set_end(key, LeaseEnd::Broken);
             exp.shutdown.push(seq);
             exp.events.push(Event::Retired {
@@ -432,10 +477,10 @@ impl Sim {
                 reason: reason.to_owned(),
             });
         }
-        exp.wake_checker = Some(here && self.m_creations_needed() > 0);
+        exp.wake_checker = Some(here && (self.m_creations_needed() > 0 || self.m_unspared_due()));
         let mut fx = Fx::default();
         assert_eq!(
-            self.s.pool_broken(seq, reason, &mut fx),
+            self.s.pool_broken(seq, reason, self.now(), &mut fx),
             here,
             "pool_broken({seq})"
         );

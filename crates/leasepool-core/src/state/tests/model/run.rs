@@ -16,7 +16,9 @@ impl Sim {
                 timeout,
                 duration,
                 grace,
-            } => self.acquire(*wait, *timeout, *duration, *grace),
+                owner,
+                lane,
+            } => self.acquire(*wait, *timeout, *duration, *grace, *owner, *lane),
             Op::Release(i) => {
                 if let Some(key) = self.grant_key(i) {
                     self.release(key);
@@ -197,8 +199,9 @@ proptest! {
         min in 1usize..=3,
         extra in 0usize..=2,
         ops in prop::collection::vec(op(), 1..80),
+        fair in prop::option::of(fairness()),
     ) {
-        let mut sim = Sim::new(min, min + extra);
+        let mut sim = Sim::new(min, min + extra, fair.unwrap_or_default());
         for op in &ops {
             sim.step(op);
         }
