@@ -103,9 +103,9 @@
 
 pub use leasepool_core::{
     BackendPool, BrokenFlag, BrokenSignal, CallData, CallFn, Error, ExecutorBackend, GrinderStats,
-    JobHandle, LOG_TARGET, LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig,
-    ManagerCounters, ManagerStats, PoolContext, RemoteCall, Run, ShutdownReport, StopMode, Task,
-    WorkerGuard, drop_panic_payload, function_name, panic_message,
+    JobHandle, LOG_TARGET, LaneStats, LeaseEnd, LeaseId, LeaseStats, LocalBackend, ManagerConfig,
+    ManagerCounters, ManagerStats, OwnerLimit, OwnerStats, PoolContext, Priority, RemoteCall, Run,
+    ShutdownReport, StopMode, Task, WorkerGuard, drop_panic_payload, function_name, panic_message,
 };
 
 /// Validation helpers for custom backends' `check_config`; see

@@ -13,6 +13,7 @@ mod config;
 mod conveniences;
 mod draining;
 mod expiry;
+mod fair_sharing;
 mod grinder;
 mod hostile_jobs;
 mod hostile_manager;
