@@ -161,6 +161,7 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// Removes lease `key`'s record: it no longer counts against its owner
     /// or its lane. Waiters its owner's limit held back may now take an
     /// idle pool, and get one at once.
+    #[inline]
     pub(super) fn take_lease(
         &mut self,
         key: u64,

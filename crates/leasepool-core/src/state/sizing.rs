@@ -59,7 +59,8 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// them, once none is in flight) has a deadline before the checker's
     /// next pass: it was spared when the pass was planned.
     pub(super) fn unspared_due(&self) -> bool {
-        self.before_checker(self.waiters.earliest_deadline(self.spared_waiters()))
+        self.waiters.len() > 0
+            && self.before_checker(self.waiters.earliest_deadline(self.spared_waiters()))
     }
 
     /// Records that a pool broke at `now`, for the replacement back-off.

@@ -59,6 +59,7 @@ impl Fairness {
         self.owner_limits.get(owner).copied().or(self.default_limit)
     }
 
+    #[inline]
     fn has_limits(&self) -> bool {
         self.default_limit.is_some() || !self.owner_limits.is_empty()
     }
@@ -169,12 +170,14 @@ impl<W> WaitQueue<W> {
         &self.fair
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.waiters.len()
     }
 
     /// How many queued waiters could take a pool now (those whose owner is
     /// not at its limit, counting no more of an owner's than its room).
+    #[inline]
     pub(crate) fn servable(&self) -> usize {
         self.servable
     }
@@ -194,7 +197,11 @@ impl<W> WaitQueue<W> {
     }
 
     /// True if a lease for `owner` would not exceed its limit.
+    #[inline]
     pub(crate) fn has_room_for(&self, owner: Option<&Arc<str>>) -> bool {
+        if !self.fair.has_limits() {
+            return true;
+        }
         match (owner, self.fair.limit_of(owner)) {
             (Some(owner), Some(limit)) => self
                 .groups
@@ -316,7 +323,11 @@ impl<W> WaitQueue<W> {
     }
 
     /// A lease was granted to `owner`: it counts against its limit.
+    #[inline]
     pub(crate) fn lease_granted(&mut self, owner: Option<&Arc<str>>) {
+        if !self.fair.has_limits() {
+            return;
+        }
         if let (Some(owner), Some(limit)) = (owner, self.fair.limit_of(owner)) {
             self.with_group(owner, limit, |group| group.held += 1);
         }
@@ -324,7 +335,11 @@ impl<W> WaitQueue<W> {
 
     /// A lease of `owner` ended. True if waiters became servable (its
     /// owner was at its limit and has waiters).
+    #[inline]
     pub(crate) fn lease_ended(&mut self, owner: Option<&Arc<str>>) -> bool {
+        if !self.fair.has_limits() {
+            return false;
+        }
         let (Some(owner), Some(limit)) = (owner, self.fair.limit_of(owner)) else {
             return false;
         };
@@ -372,7 +387,11 @@ impl<W> WaitQueue<W> {
 
     /// Removes and returns the waiter a freed pool goes to (see the module
     /// docs), with what changed the choice.
+    #[inline]
     pub(crate) fn pop_next(&mut self, now: Instant) -> Option<(Waiter<W>, Passed)> {
+        if self.waiters.is_empty() {
+            return None;
+        }
         let candidates: [&BTreeSet<u64>; LANES] = std::array::from_fn(|lane| self.candidates(lane));
         let chosen = self.choose(&candidates, now)?;
         let by_lane_alone = candidates.iter().find_map(|set| set.first().copied());
@@ -476,7 +495,11 @@ impl<W> WaitQueue<W> {
 
     /// The earliest deadline among the waiters after the `spared` next in
     /// line.
+    #[inline]
     pub(crate) fn earliest_deadline(&self, spared: usize) -> Option<Instant> {
+        if spared == 0 {
+            return self.deadlines.first().map(|(at, _)| *at);
+        }
         let spared: SeqSet = self.next_in_line(spared).into_iter().collect();
         self.deadlines
             .iter()
