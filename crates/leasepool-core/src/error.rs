@@ -139,9 +139,9 @@ pub struct OwnerLimit {
 fn unavailable_message(max_pools: usize, owner_limit: Option<&OwnerLimit>) -> String {
     match owner_limit {
         Some(OwnerLimit { owner, limit }) => format!(
-            "owner `{owner}` is at its limit of {limit} leases (held and queued; \
-             max_leases_per_owner or owner_limit); retry when one is released, \
-             wait for it, or raise the limit"
+            "owner `{owner}` is at its lease limit of {limit} (leases held plus acquires \
+             queued; max_leases_per_owner or owner_limit): retry when one of its leases \
+             is released, wait for it, or raise the limit"
         ),
         None => format!(
             "no executor pool is free: all {max_pools} pools (max_pools) are leased; \

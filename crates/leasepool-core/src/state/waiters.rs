@@ -30,7 +30,7 @@
 //! lanes. A second ordered set, keyed by deadline, finds the waiters that
 //! time out without scanning the queue.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,8 +134,9 @@ impl Group {
 #[derive(Debug)]
 pub(crate) struct WaitQueue<W> {
     fair: Fairness,
-    /// Every queued waiter, by id.
-    waiters: SeqMap<Waiter<W>>,
+    /// Every queued waiter, by id (an ordered map: it never rehashes, which
+    /// matters with 100k waiters of a hundred bytes each).
+    waiters: BTreeMap<u64, Waiter<W>>,
     /// Every queued waiter's id, per lane, oldest first.
     lanes: [BTreeSet<u64>; LANES],
     /// The servable candidates per lane (see the module docs); unused (the
@@ -155,7 +156,7 @@ impl<W> WaitQueue<W> {
     pub(crate) fn new(fair: Fairness) -> Self {
         WaitQueue {
             fair,
-            waiters: SeqMap::default(),
+            waiters: BTreeMap::new(),
             lanes: Default::default(),
             ready: Default::default(),
             groups: HashMap::new(),
@@ -510,8 +511,7 @@ impl<W> WaitQueue<W> {
     /// Every queued waiter, oldest first, leaving the queue empty (owners
     /// keep counting the leases they hold).
     pub(crate) fn drain(&mut self) -> Vec<Waiter<W>> {
-        let mut ids: Vec<u64> = self.waiters.keys().copied().collect();
-        ids.sort_unstable();
+        let ids: Vec<u64> = self.waiters.keys().copied().collect();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
