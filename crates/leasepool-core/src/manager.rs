@@ -421,7 +421,7 @@ impl<B: ExecutorBackend> Inner<B> {
                 fx.shutdown_ready = true;
             }
             if self.snapshots {
-                fx.snapshot = Some(self.snapshot(&core.state));
+                fx.snapshot = Some(Box::new(self.snapshot(&core.state)));
             }
             result
         };

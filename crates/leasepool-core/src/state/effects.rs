@@ -25,7 +25,7 @@ pub(crate) struct Effects<P, W> {
     pub(crate) shutdown_ready: bool,
     /// The state after the transition, for an observer that wants it (set
     /// by the manager).
-    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<Box<Snapshot>>,
     /// The least severe event level the observer wants (`None`: no
     /// events are built).
     max_level: Option<Level>,
