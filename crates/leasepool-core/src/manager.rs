@@ -255,6 +255,14 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
         }
     }
 
+    /// Runs one checker pass on the calling thread, as the checker thread
+    /// does (revoke, plan creations, tick). For the scaling benchmarks
+    /// only: not part of the API, and may go away.
+    #[doc(hidden)]
+    pub fn checker_pass_for_benchmarks(&self) {
+        let _ = checker::pass(&self.inner);
+    }
+
     /// Asks for a new reading of the size provider now; the checker applies
     /// it as soon as the provider answers.
     pub fn notify_scale_changed(&self) {

@@ -179,7 +179,7 @@ fn start_up<B: ExecutorBackend>(inner: &Arc<Inner<B>>, generation: u64) -> Resul
 
 /// One checker pass. Returns when the next pass is due, or `None` once the
 /// manager is not running.
-fn pass<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Option<Instant> {
+pub(crate) fn pass<B: ExecutorBackend>(inner: &Arc<Inner<B>>) -> Option<Instant> {
     let now = Instant::now();
     let interval = inner.config.check_interval;
     let planned = inner.with_core(|core, fx| {

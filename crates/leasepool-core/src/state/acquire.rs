@@ -129,6 +129,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         if self.before_checker(Some(soft)) {
             fx.wake_checker = true;
         }
+        self.expiries.insert((soft, key));
         self.leases.insert(
             key,
             LeaseRecord {
@@ -169,6 +170,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         fx: &mut Effects<P, W>,
     ) -> Option<LeaseRecord<P>> {
         let record = self.leases.remove(&key)?;
+        self.expiries.remove(&(record.next_expiry(), key));
         self.lane_leases[record.lane] -= 1;
         if self.waiters.lease_ended(record.owner.as_ref()) {
             self.serve_idle(now, fx);

@@ -32,19 +32,22 @@ impl<P: Clone, W> LeaseState<P, W> {
         keys.len()
     }
 
-    /// Revokes every lease at or past its hard expiry.
+    /// Revokes every lease at or past its hard expiry, in lease order.
     pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, W>) {
-        if !self.leases.values().any(|r| now >= r.hard) {
+        // Entries due are hard expiries, or soft ones the checker has not
+        // warned of yet (a few at most): only the first are revoked.
+        let mut expired: Vec<u64> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, key)| *key)
+            .filter(|key| self.leases.get(key).is_some_and(|r| r.hard <= now))
+            .collect();
+        if expired.is_empty() {
             return;
         }
-        let mut expired: Vec<(LeaseId, u64)> = self
-            .leases
-            .iter()
-            .filter(|(_, r)| now >= r.hard)
-            .map(|(key, r)| (r.id, *key))
-            .collect();
         expired.sort_unstable();
-        for (_, key) in expired {
+        for key in expired {
             self.revoke(key, now, fx);
         }
     }

@@ -87,6 +87,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             fx.shutdown.push(record.pool.pool);
         }
         self.lane_leases = [0; LANES];
+        self.expiries.clear();
         self.waiters.forget_leases();
         for waiter in self.waiters.drain() {
             fx.wake.push(

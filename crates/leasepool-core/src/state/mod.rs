@@ -56,7 +56,7 @@ mod waiters;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -171,6 +171,17 @@ pub(crate) struct LeaseRecord<P> {
     pub(crate) lane: usize,
 }
 
+impl<P> LeaseRecord<P> {
+    /// The lease's next expiry: soft until warned, then hard.
+    pub(crate) fn next_expiry(&self) -> Instant {
+        if self.soft_warned {
+            self.hard
+        } else {
+            self.soft
+        }
+    }
+}
+
 /// What a successful acquire hands to the caller to build its lease handle.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
@@ -238,6 +249,10 @@ pub(crate) struct LeaseState<P, W> {
     counters: ManagerCounters,
     /// Leases held, per lane they were acquired in.
     lane_leases: [usize; LANES],
+    /// `(next expiry, key)` of every lease: its soft expiry until it has
+    /// been warned of it, then its hard expiry. Expiry is found without
+    /// scanning the leases.
+    expiries: BTreeSet<(Instant, u64)>,
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -299,6 +314,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             jobs_in_flight: 0,
             counters: ManagerCounters::default(),
             lane_leases: [0; LANES],
+            expiries: BTreeSet::new(),
         }
     }
 

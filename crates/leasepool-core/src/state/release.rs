@@ -72,9 +72,11 @@ impl<P: Clone, W> LeaseState<P, W> {
             self.revoke(key, now, fx);
             return None;
         }
+        self.expiries.remove(&(record.next_expiry(), key));
         record.soft = deadline_after(now, duration);
         record.hard = deadline_after(record.soft, record.grace);
         record.soft_warned = false;
+        self.expiries.insert((record.soft, key));
         self.counters.leases_renewed += 1;
         fx.note(|| Event::Renewed {
             id: record.id,

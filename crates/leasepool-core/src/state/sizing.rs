@@ -171,9 +171,17 @@ impl<P: Clone, W> LeaseState<P, W> {
                         .resolve(waiter, Resolution::Failed(Error::Timeout(timeout))),
                 );
             }
-            for record in self.leases.values_mut() {
-                if !record.soft_warned && now >= record.soft {
+            // Hard expiries due were revoked above: what is due now is
+            // soft expiry.
+            while let Some(&(soft, key)) = self.expiries.first() {
+                if soft > now {
+                    break;
+                }
+                self.expiries.pop_first();
+                if let Some(record) = self.leases.get_mut(&key) {
+                    debug_assert!(!record.soft_warned);
                     record.soft_warned = true;
+                    self.expiries.insert((record.hard, key));
                     fx.note(|| Event::SoftExpired {
                         id: record.id,
                         owner: record.owner.clone(),
@@ -204,11 +212,8 @@ impl<P: Clone, W> LeaseState<P, W> {
     /// `now + interval`.
     pub(super) fn next_deadline(&self, now: Instant, interval: Duration) -> Instant {
         let mut next = deadline_after(now, interval);
-        for record in self.leases.values() {
-            next = next.min(record.hard);
-            if !record.soft_warned {
-                next = next.min(record.soft);
-            }
+        if let Some(&(at, _)) = self.expiries.first() {
+            next = next.min(at);
         }
         // Only deadlines still ahead: a spared waiter's passed deadline is
         // looked at again when its creation ends or the back-off does, and
@@ -269,9 +274,18 @@ impl<P: Clone, W> LeaseState<P, W> {
             );
         }
         let mut lanes = [0; LANES];
-        for record in self.leases.values() {
+        for (key, record) in &self.leases {
             lanes[record.lane] += 1;
+            assert!(
+                self.expiries.contains(&(record.next_expiry(), *key)),
+                "lease {key}'s next expiry is indexed"
+            );
         }
+        assert_eq!(
+            self.expiries.len(),
+            self.leases.len(),
+            "one expiry per lease"
+        );
         assert_eq!(lanes, self.lane_leases, "leases per lane");
         let mut seen = std::collections::HashSet::new();
         for slot in &self.idle {
