@@ -129,7 +129,6 @@ impl<P: Clone, W> LeaseState<P, W> {
         if self.before_checker(Some(soft)) {
             fx.wake_checker = true;
         }
-        self.expiries.insert((soft, key));
         self.leases.insert(
             key,
             LeaseRecord {
@@ -146,6 +145,7 @@ impl<P: Clone, W> LeaseState<P, W> {
                 lane: terms.lane,
             },
         );
+        self.index_expiry(soft, key);
         Grant {
             key,
             id,
@@ -170,7 +170,7 @@ impl<P: Clone, W> LeaseState<P, W> {
         fx: &mut Effects<P, W>,
     ) -> Option<LeaseRecord<P>> {
         let record = self.leases.remove(&key)?;
-        self.expiries.remove(&(record.next_expiry(), key));
+        // Its expiry entry goes stale.
         self.lane_leases[record.lane] -= 1;
         if self.waiters.lease_ended(record.owner.as_ref()) {
             self.serve_idle(now, fx);

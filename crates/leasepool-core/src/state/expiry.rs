@@ -34,19 +34,24 @@ impl<P: Clone, W> LeaseState<P, W> {
 
     /// Revokes every lease at or past its hard expiry, in lease order.
     pub(crate) fn revoke_expired(&mut self, now: Instant, fx: &mut Effects<P, W>) {
+        if self.expiries.peek().is_none_or(|(at, _)| at > now) {
+            return;
+        }
         // Entries due are hard expiries, or soft ones the checker has not
-        // warned of yet (a few at most): only the first are revoked.
-        let mut expired: Vec<u64> = self
-            .expiries
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .map(|(_, key)| *key)
-            .filter(|key| self.leases.get(key).is_some_and(|r| r.hard <= now))
-            .collect();
+        // warned of yet: those go back for the checker.
+        let mut expired = Vec::new();
+        for (at, key) in self.take_due_expiries(now) {
+            if self.leases.get(&key).is_some_and(|r| r.hard <= now) {
+                expired.push(key);
+            } else {
+                self.expiries.push(at, key);
+            }
+        }
         if expired.is_empty() {
             return;
         }
         expired.sort_unstable();
+        expired.dedup();
         for key in expired {
             self.revoke(key, now, fx);
         }

@@ -46,6 +46,7 @@
 
 mod acquire;
 mod effects;
+mod expiries;
 mod expiry;
 mod lifecycle;
 mod release;
@@ -56,13 +57,14 @@ mod waiters;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::observe::{Event, PoolFate};
 pub(crate) use effects::Effects;
+use expiries::Expiries;
 use seqmap::SeqMap;
 pub(crate) use waiters::{Fairness, LANES, Resolution};
 use waiters::{WaitQueue, Waiter};
@@ -249,10 +251,9 @@ pub(crate) struct LeaseState<P, W> {
     counters: ManagerCounters,
     /// Leases held, per lane they were acquired in.
     lane_leases: [usize; LANES],
-    /// `(next expiry, key)` of every lease: its soft expiry until it has
-    /// been warned of it, then its hard expiry. Expiry is found without
-    /// scanning the leases.
-    expiries: BTreeSet<(Instant, u64)>,
+    /// Each lease's next expiry: its soft expiry until it has been warned
+    /// of it, then its hard expiry (`expiries.rs`).
+    expiries: Expiries,
 }
 
 /// Replacement back-off: a pool that breaks again and again (an initializer
@@ -314,7 +315,7 @@ impl<P: Clone, W> LeaseState<P, W> {
             jobs_in_flight: 0,
             counters: ManagerCounters::default(),
             lane_leases: [0; LANES],
-            expiries: BTreeSet::new(),
+            expiries: Expiries::default(),
         }
     }
 

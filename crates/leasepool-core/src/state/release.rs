@@ -72,20 +72,17 @@ impl<P: Clone, W> LeaseState<P, W> {
             self.revoke(key, now, fx);
             return None;
         }
-        self.expiries.remove(&(record.next_expiry(), key));
         record.soft = deadline_after(now, duration);
         record.hard = deadline_after(record.soft, record.grace);
         record.soft_warned = false;
-        self.expiries.insert((record.soft, key));
+        let (id, soft, hard) = (record.id, record.soft, record.hard);
+        self.index_expiry(soft, key);
         self.counters.leases_renewed += 1;
-        fx.note(|| Event::Renewed {
-            id: record.id,
-            duration,
-        });
+        fx.note(|| Event::Renewed { id, duration });
         // The checker may be sleeping until the old expiry: let it
         // recompute its deadline.
         fx.wake_checker = true;
-        Some((record.soft, record.hard))
+        Some((soft, hard))
     }
 
     /// A job is about to be submitted through lease `key`: count it and hand
