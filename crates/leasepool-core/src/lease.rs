@@ -94,8 +94,9 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
     /// no longer be trusted, is retired as broken and replaced.
     fn execute(&self, pool: &PoolRef<B>, task: Task) {
         if let Err(message) = contain(|| pool.execute(task)) {
+            // Reported as the pool's retirement (a warning naming the
+            // reason), like any broken pool.
             let reason = format!("the backend panicked in BackendPool::execute: {message}");
-            log::error!(target: crate::LOG_TARGET, "{}: {reason}", self.id);
             self.inner.lease_pool_broken(self.key, &reason);
         }
     }

@@ -144,8 +144,9 @@ pub mod process {
 /// `ManagerBuilder::observer` sets any observer.
 ///
 /// Records with no manager to report to (a panic contained in a waker or
-/// in a dropped job value, a panicking size provider) always go through
-/// `log`. `docs/observability.md` has the levels, fields and metric names.
+/// in a dropped job value, a panicking size provider) and the backends' own
+/// records (the process backend's worker recycling and kills) always go
+/// through `log`. `docs/observability.md` has the levels, fields and metric names.
 ///
 /// An observer of your own:
 ///
