@@ -1,17 +1,40 @@
-//! Grinder throughput: tiny jobs from many concurrent submitters, sent
-//! through a `WorkGrinder`, directly through leases (acquire + run + release
-//! per item), and as one tokio `spawn_blocking` per item, in the same run.
+//! Grinder throughput on tiny jobs, against its floor and its peers, every
+//! contender in the same run (rounds alternate between them).
+//!
+//! Two scenarios:
+//!
+//! - **chunks**: 20,000 tiny items, each submitted from its own spawned
+//!   tokio task, in chunks of 1,000 whose tasks are awaited together before
+//!   the next chunk starts. The grinder: one pool of one worker, threshold
+//!   64, `max_wait` 5 ms. The peer: a runtime built with
+//!   `max_blocking_threads(1)`, one `spawn_blocking` per item.
+//! - **submitters**: 64 tasks, each submitting its items one after the
+//!   other (one item in flight per task). The grinder: 2 pools x 2
+//!   workers, threshold 64, `max_wait` 200 µs. The peer: one
+//!   `spawn_blocking` per item, 4 blocking threads.
+//!
+//! In both, the *floor* runs the same items as one pre-built batch of boxed
+//! closures (`Task::new`, leasepool's own job record and completion cell)
+//! in one job on one worker thread, their callers waiting exactly as the
+//! grinder's do; a *lease per item* acquires, runs and releases per item.
 //!
 //! `cargo bench -p leasepool --bench grinder_throughput`
 //! (`LEASEPOOL_BENCH_QUICK=1` for a short smoke run).
+//!
+//! For instruction counts, one contender alone:
+//! `LEASEPOOL_BENCH_ONLY=chunks/grinder LEASEPOOL_BENCH_ITEMS=20000
+//! valgrind --tool=callgrind target/release/deps/grinder_throughput-*`
+//! (contenders: `{chunks,submitters}/{grinder,floor,lease,spawn_blocking}`).
 
+use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leasepool::{LeasedExecutorManager, StopMode, ThreadBackend, WorkGrinder};
+use leasepool::{LeasedExecutorManager, StopMode, Task, ThreadBackend, WorkGrinder};
 
 const SUBMITTERS: usize = 64;
+const CHUNK: usize = 1_000;
 
 fn tiny_job(x: u64) -> u64 {
     // About a hundred nanoseconds of work.
@@ -20,22 +43,84 @@ fn tiny_job(x: u64) -> u64 {
     })
 }
 
-fn manager() -> LeasedExecutorManager {
-    LeasedExecutorManager::builder(ThreadBackend::new())
-        .max_pools(2)
-        .min_pools(2)
-        .workers_per_pool(2)
+fn manager(pools: usize, workers: usize) -> LeasedExecutorManager {
+    let m = LeasedExecutorManager::builder(ThreadBackend::new())
+        .max_pools(pools)
+        .min_pools(pools)
+        .workers_per_pool(workers)
         .name_prefix("bench-grind")
         .build()
-        .expect("valid config")
+        .expect("valid config");
+    m.start_blocking().expect("start");
+    m
 }
 
-/// Runs `SUBMITTERS` tasks, each submitting `per_task` items one after the
-/// other through `submit`, and returns items per second.
-fn measure<F, Fut>(runtime: &tokio::runtime::Runtime, per_task: usize, submit: F) -> f64
+fn runtime(blocking_threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(blocking_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Items per second of `items` items, each from its own spawned task, in
+/// chunks of `CHUNK` awaited together.
+fn chunks<F, Fut>(runtime: &tokio::runtime::Runtime, items: usize, submit: F) -> f64
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = u64> + Send + 'static,
+    Fut: Future<Output = u64> + Send + 'static,
+{
+    let submit = Arc::new(submit);
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut acc = 0u64;
+        for chunk in 0..items.div_ceil(CHUNK) {
+            let base = chunk * CHUNK;
+            let tasks: Vec<_> = (base..items.min(base + CHUNK))
+                .map(|i| tokio::spawn(submit(i as u64)))
+                .collect();
+            for task in tasks {
+                acc = acc.wrapping_add(task.await.expect("submitter"));
+            }
+        }
+        black_box(acc);
+        items as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// The chunks floor: each chunk's items built as `Task`s at once and run
+/// in one job on `floor`'s one worker, each result awaited from its own
+/// spawned task.
+fn chunks_floor(runtime: &tokio::runtime::Runtime, items: usize, floor: &Floor) -> f64 {
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut acc = 0u64;
+        for chunk in 0..items.div_ceil(CHUNK) {
+            let base = chunk * CHUNK;
+            let (jobs, handles): (Vec<Task>, Vec<_>) = (base..items.min(base + CHUNK))
+                .map(|i| Task::new(move || tiny_job(i as u64)))
+                .unzip();
+            let tasks: Vec<_> = handles
+                .into_iter()
+                .map(|h| tokio::spawn(async move { h.await.expect("floor item") }))
+                .collect();
+            floor.run_batch(jobs);
+            for task in tasks {
+                acc = acc.wrapping_add(task.await.expect("submitter"));
+            }
+        }
+        black_box(acc);
+        items as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Items per second: `SUBMITTERS` tasks, each submitting `per_task` items
+/// one after the other.
+fn submitters<F, Fut>(runtime: &tokio::runtime::Runtime, per_task: usize, submit: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = u64> + Send + 'static,
 {
     let submit = Arc::new(submit);
     runtime.block_on(async {
@@ -59,73 +144,264 @@ where
     })
 }
 
+/// The submitters floor: every item built as a `Task` up front and run in
+/// one job on `floor`'s one worker; each of the `SUBMITTERS` tasks awaits
+/// its own items in order.
+fn submitters_floor(runtime: &tokio::runtime::Runtime, per_task: usize, floor: &Floor) -> f64 {
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut jobs = Vec::with_capacity(SUBMITTERS * per_task);
+        let mut handles: Vec<Vec<_>> = (0..SUBMITTERS)
+            .map(|_| Vec::with_capacity(per_task))
+            .collect();
+        // Round-robin, the order a grinder would see them.
+        for i in 0..per_task {
+            for (t, mine) in handles.iter_mut().enumerate() {
+                let x = (t * per_task + i) as u64;
+                let (job, handle) = Task::new(move || tiny_job(x));
+                jobs.push(job);
+                mine.push(handle);
+            }
+        }
+        let tasks: Vec<_> = handles
+            .into_iter()
+            .map(|mine| {
+                tokio::spawn(async move {
+                    let mut acc = 0u64;
+                    for h in mine {
+                        acc = acc.wrapping_add(h.await.expect("floor item"));
+                    }
+                    acc
+                })
+            })
+            .collect();
+        floor.run_batch(jobs);
+        for task in tasks {
+            black_box(task.await.expect("submitter"));
+        }
+        (SUBMITTERS * per_task) as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// One worker thread (a leased one-worker pool) that runs a whole batch of
+/// tasks as one job.
+struct Floor {
+    manager: LeasedExecutorManager,
+    lease: leasepool::ExecutorLease,
+}
+
+impl Floor {
+    fn new() -> Self {
+        let manager = manager(1, 1);
+        let lease = manager
+            .acquire()
+            .lease(Duration::from_secs(3600))
+            .blocking()
+            .expect("the floor's pool");
+        Floor { manager, lease }
+    }
+
+    fn run_batch(&self, jobs: Vec<Task>) {
+        let job = self
+            .lease
+            .submit(move || jobs.into_iter().for_each(Task::run))
+            .expect("floor job");
+        drop(job); // detached: the items' own handles report
+    }
+
+    fn stop(self) {
+        drop(self.lease);
+        self.manager.stop_blocking();
+    }
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     samples[samples.len() / 2]
 }
 
+const CONTENDERS: [&str; 4] = ["grinder", "floor", "lease", "spawn_blocking"];
+
+/// One scenario's contenders, measured in alternating rounds.
+struct Scenario {
+    name: &'static str,
+    samples: [Vec<f64>; 4],
+}
+
+impl Scenario {
+    fn report(&self, describe: &str, peer: &str) {
+        let m: Vec<f64> = self.samples.iter().map(|s| median(s.clone())).collect();
+        let g = m[0];
+        println!();
+        println!("{describe}; median of {} rounds", self.samples[0].len());
+        println!("| path | items/s | grinder / path |");
+        println!("|---|---:|---:|");
+        let rows = [
+            "WorkGrinder",
+            "floor: one pre-built batch of Tasks, one job, one worker",
+            "lease per item (acquire + run + release)",
+            peer,
+        ];
+        for (row, rate) in rows.iter().zip(&m) {
+            println!("| {row} | {rate:.0} | {:.2} |", g / rate);
+        }
+        let vs_peer = g / m[3];
+        let vs_floor = m[1] / g;
+        println!(
+            "targets ({}): grinder >= 2.0x spawn_blocking: {:.2}x {}; within 1.5x of the floor: {:.2}x {}",
+            self.name,
+            vs_peer,
+            if vs_peer >= 2.0 { "met" } else { "MISSED" },
+            vs_floor,
+            if vs_floor <= 1.5 { "met" } else { "MISSED" },
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let quick = std::env::var_os("LEASEPOOL_BENCH_QUICK").is_some();
-    let (per_task, rounds) = if quick { (20, 3) } else { (200, 7) };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let only = std::env::var("LEASEPOOL_BENCH_ONLY").ok();
+    let items_override: Option<usize> = std::env::var("LEASEPOOL_BENCH_ITEMS")
+        .ok()
+        .map(|v| v.parse().expect("LEASEPOOL_BENCH_ITEMS: a number"));
+    let rounds = if only.is_some() {
+        1
+    } else if quick {
+        3
+    } else {
+        7
+    };
+    let runs = |scenario: &str, contender: &str| match &only {
+        None => true,
+        Some(only) => *only == format!("{scenario}/{contender}"),
+    };
 
-    let m = manager();
-    runtime.block_on(m.start()).expect("start");
+    // Scenario 1: chunks of spawned tasks.
+    let chunk_items = items_override.unwrap_or(if quick { 4_000 } else { 20_000 });
+    let rt = runtime(4);
+    let rt_peer = runtime(1);
+    let m = manager(1, 1);
+    let grinder = WorkGrinder::builder(m.clone())
+        .batch_size_threshold(64)
+        .max_wait(Duration::from_millis(5))
+        .build()
+        .expect("valid grinder");
+    grinder.start_blocking().expect("start grinder");
+    let floor = Floor::new();
+    let mut s = Scenario {
+        name: "chunks",
+        samples: Default::default(),
+    };
+    for _ in 0..rounds {
+        for (c, name) in CONTENDERS.iter().enumerate() {
+            if !runs("chunks", name) {
+                continue;
+            }
+            let rate = match c {
+                0 => {
+                    let g = grinder.clone();
+                    chunks(&rt, chunk_items, move |x| {
+                        let run = g.submit(move || tiny_job(x));
+                        async move { run.await.expect("grinder item") }
+                    })
+                }
+                1 => chunks_floor(&rt, chunk_items, &floor),
+                2 => {
+                    let lm = m.clone();
+                    chunks(&rt, chunk_items, move |x| {
+                        let lm = lm.clone();
+                        async move {
+                            let lease = lm.acquire().await.expect("lease");
+                            lease.run(move || tiny_job(x)).await.expect("job")
+                        }
+                    })
+                }
+                _ => chunks(&rt_peer, chunk_items, |x| async move {
+                    tokio::task::spawn_blocking(move || tiny_job(x))
+                        .await
+                        .expect("spawn_blocking")
+                }),
+            };
+            if only.is_some() {
+                println!("chunks/{name}: {rate:.0} items/s");
+            }
+            s.samples[c].push(rate);
+        }
+    }
+    grinder.stop_blocking(StopMode::Drain);
+    m.stop_blocking();
+    if only.is_none() {
+        s.report(
+            &format!(
+                "chunks: {chunk_items} tiny items, one spawned task each, chunks of {CHUNK} \
+                 awaited together; grinder: 1 pool x 1 worker, threshold 64, max_wait 5 ms"
+            ),
+            "tokio spawn_blocking per item (max_blocking_threads(1))",
+        );
+    }
+
+    // Scenario 2: 64 submitters, one item in flight each.
+    let per_task = items_override
+        .map(|n| n.div_ceil(SUBMITTERS))
+        .unwrap_or(if quick { 20 } else { 200 });
+    let m = manager(2, 2);
     let grinder = WorkGrinder::builder(m.clone())
         .batch_size_threshold(64)
         .max_wait(Duration::from_micros(200))
         .build()
         .expect("valid grinder");
     grinder.start_blocking().expect("start grinder");
-
-    let mut grind = Vec::new();
-    let mut leases = Vec::new();
-    let mut blocking = Vec::new();
+    let mut s = Scenario {
+        name: "submitters",
+        samples: Default::default(),
+    };
     for _ in 0..rounds {
-        let g = grinder.clone();
-        grind.push(measure(&runtime, per_task, move |x| {
-            let g = g.clone();
-            async move { g.submit(move || tiny_job(x)).await.expect("grinder item") }
-        }));
-        let lm = m.clone();
-        leases.push(measure(&runtime, per_task, move |x| {
-            let lm = lm.clone();
-            async move {
-                let lease = lm.acquire().await.expect("lease");
-                lease.run(move || tiny_job(x)).await.expect("job")
+        for (c, name) in CONTENDERS.iter().enumerate() {
+            if !runs("submitters", name) {
+                continue;
             }
-        }));
-        blocking.push(measure(&runtime, per_task, |x| async move {
-            tokio::task::spawn_blocking(move || tiny_job(x))
-                .await
-                .expect("spawn_blocking")
-        }));
+            let rate = match c {
+                0 => {
+                    let g = grinder.clone();
+                    submitters(&rt, per_task, move |x| {
+                        let run = g.submit(move || tiny_job(x));
+                        async move { run.await.expect("grinder item") }
+                    })
+                }
+                1 => submitters_floor(&rt, per_task, &floor),
+                2 => {
+                    let lm = m.clone();
+                    submitters(&rt, per_task, move |x| {
+                        let lm = lm.clone();
+                        async move {
+                            let lease = lm.acquire().await.expect("lease");
+                            lease.run(move || tiny_job(x)).await.expect("job")
+                        }
+                    })
+                }
+                _ => submitters(&rt, per_task, |x| async move {
+                    tokio::task::spawn_blocking(move || tiny_job(x))
+                        .await
+                        .expect("spawn_blocking")
+                }),
+            };
+            if only.is_some() {
+                println!("submitters/{name}: {rate:.0} items/s");
+            }
+            s.samples[c].push(rate);
+        }
     }
     grinder.stop_blocking(StopMode::Drain);
-    runtime.block_on(m.stop());
-
-    let (g, l, b) = (median(grind), median(leases), median(blocking));
-    println!();
-    println!("grinder throughput: {SUBMITTERS} submitters, tiny jobs, median of {rounds} rounds");
-    println!("| path | items/s | grinder / path |");
-    println!("|---|---:|---:|");
-    println!("| WorkGrinder (2 pools x 2 workers) | {g:.0} | 1.00 |");
-    println!(
-        "| lease per item (acquire + run + release) | {l:.0} | {:.2} |",
-        g / l
-    );
-    println!(
-        "| tokio spawn_blocking per item (4 threads) | {b:.0} | {:.2} |",
-        g / b
-    );
-    println!(
-        "target: grinder beats per-item spawn_blocking: {}",
-        if g > b { "met" } else { "MISSED" }
-    );
+    m.stop_blocking();
+    floor.stop();
+    if only.is_none() {
+        s.report(
+            &format!(
+                "submitters: {SUBMITTERS} tasks x {per_task} items, one in flight each; \
+                 grinder: 2 pools x 2 workers, threshold 64, max_wait 200 µs"
+            ),
+            "tokio spawn_blocking per item (4 blocking threads)",
+        );
+    }
 }
