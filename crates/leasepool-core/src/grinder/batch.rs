@@ -198,10 +198,15 @@ fn launch<B: ExecutorBackend>(
     // `call` items go to the pool one by one, counted against the lease (a
     // process pool sends each to a worker). Closure items (only possible on
     // in-process backends) are taken by puller jobs.
-    let (calls, closures): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(Task::is_call);
-    for task in calls {
-        lease.execute_task(task);
-    }
+    let closures = if tasks.iter().any(Task::is_call) {
+        let (calls, closures): (Vec<Task>, Vec<Task>) = tasks.into_iter().partition(Task::is_call);
+        for task in calls {
+            lease.execute_task(task);
+        }
+        closures
+    } else {
+        tasks
+    };
     let pullers = if closures.is_empty() {
         0
     } else {

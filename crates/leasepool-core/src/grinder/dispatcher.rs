@@ -82,7 +82,7 @@ fn run<B: ExecutorBackend>(weak: &Weak<GrinderInner<B>>, signal: &Arc<Alarm>) {
 
 fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> Step {
     let now = Instant::now();
-    let max_batches = inner.manager.config().max_pools();
+    let max_batches = inner.max_batches;
     let mut queue = inner.queue();
     match queue.phase {
         Phase::Stopping(StopMode::Cancel) if has_waiting => {
@@ -90,13 +90,11 @@ fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> 
         }
         // Running batches were cancelled (by stop, or by themselves when
         // launched): their running items end on their own.
-        Phase::Stopping(StopMode::Cancel) if queue.pending.is_empty() => {
+        Phase::Stopping(StopMode::Cancel) if queue.pending() == 0 => {
             queue.phase = Phase::Stopped;
             return Step::Exit;
         }
-        Phase::Stopping(StopMode::Drain)
-            if queue.pending.is_empty() && queue.running_batches == 0 =>
-        {
+        Phase::Stopping(StopMode::Drain) if queue.pending() == 0 && queue.running_batches == 0 => {
             queue.phase = Phase::Stopped;
             return Step::Exit;
         }
@@ -107,7 +105,7 @@ fn next_step<B: ExecutorBackend>(inner: &GrinderInner<B>, has_waiting: bool) -> 
         return Step::Sleep(None);
     };
     let due_at = deadline_after(oldest, inner.max_wait);
-    let due = draining || queue.pending.len() >= inner.batch_size_threshold || now >= due_at;
+    let due = draining || queue.pending() >= inner.batch_size_threshold || now >= due_at;
     if !due {
         return Step::Sleep(Some(due_at));
     }

@@ -159,6 +159,7 @@ impl<B: ExecutorBackend> GrinderBuilder<B> {
             config::positive("batch_size_threshold", self.batch_size_threshold)?;
         let max_wait = config::duration("max_wait", self.max_wait, false)?;
         let grace = self.manager.config().lease_grace();
+        let max_batches = self.manager.config().max_pools();
         let lease = config::lease_duration("lease", self.lease, grace)?;
         if self.owner_prefix.is_empty() {
             return Err(Error::invalid("owner_prefix", "must not be empty"));
@@ -168,6 +169,7 @@ impl<B: ExecutorBackend> GrinderBuilder<B> {
                 id: next_grinder_id(),
                 manager: self.manager,
                 batch_size_threshold,
+                max_batches,
                 max_wait,
                 lease,
                 owner_prefix: self.owner_prefix,
@@ -252,11 +254,12 @@ pub(crate) struct GrinderInner<B: ExecutorBackend> {
     id: u64,
     manager: LeasedExecutorManager<B>,
     batch_size_threshold: usize,
+    /// Batches that may lease or run at once: the manager's `max_pools`.
+    max_batches: usize,
     max_wait: Duration,
     lease: Duration,
     owner_prefix: String,
     queue: Mutex<Queue>,
-    /// Wakes the dispatcher.
     /// Wakes the dispatcher; shared with it so it can sleep without keeping
     /// the grinder alive.
     signal: Arc<Alarm>,
@@ -420,7 +423,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         GrinderStats {
             started: queue.phase != Phase::Stopped,
             stopping: matches!(queue.phase, Phase::Stopping(_)),
-            pending: queue.pending.len(),
+            pending: queue.pending(),
             running_batches: queue.running_batches,
             batch_size_threshold: self.batch_size_threshold,
             max_wait: self.max_wait,
@@ -514,6 +517,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         make: impl FnOnce(LeaseLink, Option<Box<dyn JobContext>>) -> (Task, JobHandle<T>),
     ) -> Result<JobHandle<T>, Error> {
         let context = this.manager.inner.capture();
+        let now = Instant::now();
         let mut queue = this.queue();
         if queue.phase != Phase::Running {
             return Err(Error::NotStarted);
@@ -530,12 +534,16 @@ impl<B: ExecutorBackend> GrinderInner<B> {
             context,
         );
         task.mark_grinder_item(this.id);
-        queue.push(id, Instant::now(), task);
-        let due = queue.pending.len() >= this.batch_size_threshold || queue.pending.len() == 1;
+        queue.push(id, now, task);
+        // The dispatcher needs to hear only of the first item (it sets the
+        // deadline) and of the item that reaches the threshold (it starts
+        // a batch), and not even of those while it waits for a batch to
+        // end (the end kicks it, and it looks at the queue again then).
+        let pending = queue.pending();
+        let kick = (pending == 1 || pending == this.batch_size_threshold)
+            && queue.running_batches < this.max_batches;
         drop(queue);
-        if due {
-            // The first item sets the dispatcher's deadline; the threshold
-            // item starts a batch.
+        if kick {
             this.kick();
         }
         Ok(handle)
