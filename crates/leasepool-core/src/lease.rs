@@ -49,6 +49,7 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
             sink: weak_sink(&self.inner),
             key: self.key,
             manager: self.id.manager(),
+            cancelled_only: false,
         }
     }
 

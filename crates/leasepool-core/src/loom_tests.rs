@@ -39,6 +39,7 @@ fn counted_job() -> (Arc<Counter>, Arc<JobShared<u32>>) {
         sink,
         key: 1,
         manager: 0,
+        cancelled_only: false,
     }));
     (counter, shared)
 }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use std::any::{Any, type_name};
 
@@ -10,7 +11,7 @@ use crate::Error;
 use crate::call::{CallData, CallFn, RemoteCall};
 use crate::contain::drop_user_value;
 use crate::error::take_panic_message;
-use crate::job::{JobHandle, JobShared, LeaseLink};
+use crate::job::{Completion, JobHandle, JobShared, LeaseLink};
 use crate::job_scope;
 use crate::observe::{JobContext, run_in};
 
@@ -20,7 +21,27 @@ use crate::observe::{JobContext, run_in};
 /// or drop it (its caller then sees [`Error::Cancelled`]). Each of these
 /// consumes the task, so it cannot end twice.
 pub struct Task {
-    inner: Box<dyn Runnable>,
+    inner: Inner,
+}
+
+/// A task's job: a closure job shares one allocation with its handle; a
+/// `call` job is boxed on its own (its result cell travels apart from it
+/// when it leaves the process).
+enum Inner {
+    Closure(Arc<dyn ClosureRun>),
+    Call(Box<dyn Runnable>),
+    /// Ran, failed or handed over: nothing left to end.
+    Gone,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // A closure job dropped unrun is cancelled (a boxed one does this
+        // in its own `Drop`).
+        if let Inner::Closure(job) = &self.inner {
+            job.abandon();
+        }
+    }
 }
 
 impl fmt::Debug for Task {
@@ -59,16 +80,19 @@ impl Task {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let shared = JobShared::new(lease);
+        let job = Arc::new(ClosureJob {
+            shared: JobShared::unshared(lease),
+            work: StdMutex::new(Some(Work { f, context })),
+            grinder: AtomicU64::new(0),
+        });
         let task = Task {
-            inner: Box::new(ClosureTask {
-                f: Some(f),
-                shared: shared.clone(),
-                grinder: 0,
-                context,
-            }),
+            inner: Inner::Closure(job.clone()),
         };
-        (task, JobHandle::new(shared))
+        (task, JobHandle::new(job))
+    }
+
+    fn take(&mut self) -> Inner {
+        std::mem::replace(&mut self.inner, Inner::Gone)
     }
 
     /// Runs the job on the current thread, catching a panic (the caller gets
@@ -82,44 +106,69 @@ impl Task {
     /// Never unwinds, whatever the job does: a panic payload, a result or
     /// a closure whose `Drop` panics is dropped under `catch_unwind` too,
     /// so a backend may call this on its own worker threads unguarded.
-    pub fn run(self) {
-        self.inner.run();
+    pub fn run(mut self) {
+        match self.take() {
+            Inner::Closure(job) => job.run(),
+            Inner::Call(job) => job.run(),
+            Inner::Gone => {}
+        }
     }
 
     /// Ends the job without running it; its caller gets `error` (typically
     /// [`Error::Broken`]). Never unwinds (see [`run`](Self::run)); nor
     /// does dropping a task.
-    pub fn fail(self, error: Error) {
-        self.inner.fail(error);
+    pub fn fail(mut self, error: Error) {
+        match self.take() {
+            Inner::Closure(job) => job.fail(error),
+            Inner::Call(job) => job.fail(error),
+            Inner::Gone => {}
+        }
     }
 
     /// True if the job's handle cancelled it: running it would do nothing.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.is_cancelled()
+        match &self.inner {
+            Inner::Closure(job) => !job.shared_state().is_queued(),
+            Inner::Call(job) => job.is_cancelled(),
+            Inner::Gone => true,
+        }
     }
 
     /// Makes `link` (a lease) count this job from now on.
     pub(crate) fn relink(&self, link: LeaseLink) {
-        self.inner.relink(link);
+        match &self.inner {
+            Inner::Closure(job) => job.shared_state().relink(link),
+            Inner::Call(job) => job.relink(link),
+            Inner::Gone => {}
+        }
     }
 
     /// Makes this task an item of grinder `grinder`: while it runs, the
     /// thread is marked as inside one of that grinder's items.
     pub(crate) fn mark_grinder_item(&mut self, grinder: u64) {
-        self.inner.mark_grinder_item(grinder);
+        match &mut self.inner {
+            Inner::Closure(job) => job.mark_grinder_item(grinder),
+            Inner::Call(job) => job.mark_grinder_item(grinder),
+            Inner::Gone => {}
+        }
     }
 
     /// True for a `call` job (it can leave the process).
     pub(crate) fn is_call(&self) -> bool {
-        self.inner.is_call()
+        matches!(self.inner, Inner::Call(_))
     }
 
     /// For backends that run jobs out of process: the job as a function
     /// name and a serialisable argument, if it was submitted with `call`.
     /// A closure job (from `submit` or `run`) comes back as `Err(self)`;
     /// such a backend fails it with [`Error::UnsupportedBackend`].
-    pub fn into_remote(self) -> Result<RemoteCall, Task> {
-        self.inner.into_remote().map_err(|inner| Task { inner })
+    pub fn into_remote(mut self) -> Result<RemoteCall, Task> {
+        match self.take() {
+            Inner::Call(job) => job.into_remote().map_err(|job| Task {
+                inner: Inner::Call(job),
+            }),
+            inner => Err(Task { inner }),
+        }
     }
 
     /// A `call` task for `f(argument)` that counts against no lease, with
@@ -148,12 +197,12 @@ impl Task {
     {
         let shared = JobShared::new(lease);
         let task = Task {
-            inner: Box::new(CallTask {
+            inner: Inner::Call(Box::new(CallTask {
                 call: Some((f, argument)),
                 shared: shared.clone(),
                 grinder: 0,
                 context,
-            }),
+            })),
         };
         (task, JobHandle::new(shared))
     }
@@ -166,76 +215,122 @@ trait Runnable: Send {
     fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>>;
     fn relink(&self, link: LeaseLink);
     fn mark_grinder_item(&mut self, grinder: u64);
-    fn is_call(&self) -> bool;
 }
 
-struct ClosureTask<F, T> {
-    f: Option<F>,
-    shared: Arc<JobShared<T>>,
-    /// The grinder this task is an item of (0: none).
-    grinder: u64,
+/// A closure job's side of a task, in the same allocation as its result
+/// cell (one allocation per job, shared with the `JobHandle`).
+trait ClosureRun: Send + Sync {
+    fn shared_state(&self) -> &dyn SharedState;
+    fn run(&self);
+    fn fail(&self, error: Error);
+    /// Dropped unrun: its caller gets `Error::Cancelled`.
+    fn abandon(&self);
+    fn mark_grinder_item(&self, grinder: u64);
+}
+
+/// What `Task` reads of a closure job's shared state without knowing its
+/// result type.
+trait SharedState {
+    fn is_queued(&self) -> bool;
+    fn relink(&self, link: LeaseLink);
+}
+
+impl<T> SharedState for JobShared<T> {
+    fn is_queued(&self) -> bool {
+        JobShared::is_queued(self)
+    }
+
+    fn relink(&self, link: LeaseLink) {
+        JobShared::relink(self, link);
+    }
+}
+
+/// What a closure job runs: taken exactly once, by whichever of run, fail
+/// or drop ends the task (the lock is never contended: only the task's
+/// owner takes it).
+struct Work<F> {
+    f: F,
     /// The submitter's context, entered around the job.
     context: Option<Box<dyn JobContext>>,
 }
 
-impl<F, T> Runnable for ClosureTask<F, T>
+struct ClosureJob<F, T> {
+    shared: JobShared<T>,
+    work: StdMutex<Option<Work<F>>>,
+    /// The grinder this task is an item of (0: none). Relaxed: it is set
+    /// before the task is queued, which synchronises.
+    grinder: AtomicU64,
+}
+
+impl<F, T> ClosureJob<F, T> {
+    fn take_work(&self) -> Option<Work<F>> {
+        self.work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl<F, T> Completion<T> for ClosureJob<F, T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(mut self: Box<Self>) {
-        let Some(f) = self.f.take() else { return };
-        if !self.shared.start() {
-            // Cancelled while queued: its outcome is out already.
-            drop_user_value(f);
-            return;
-        }
-        let context = self.context.take();
-        let result = run_in(context.as_deref(), || {
-            let _scope = job_scope::enter(self.shared.manager(), self.grinder);
-            catch_unwind(AssertUnwindSafe(f))
-        });
-        drop_user_value(context);
-        // Ours may be the last reference to the result (its handle was
-        // dropped): `JobShared` drops it safely.
-        self.shared.finish(result.map_err(panicked));
-    }
-
-    fn fail(mut self: Box<Self>, error: Error) {
-        drop_user_value(self.f.take());
-        self.shared.end_unstarted(error);
-    }
-
-    fn is_cancelled(&self) -> bool {
-        !self.shared.is_queued()
-    }
-
-    fn into_remote(self: Box<Self>) -> Result<RemoteCall, Box<dyn Runnable>> {
-        Err(self)
-    }
-
-    fn relink(&self, link: LeaseLink) {
-        self.shared.relink(link);
-    }
-
-    fn mark_grinder_item(&mut self, grinder: u64) {
-        self.grinder = grinder;
-    }
-
-    fn is_call(&self) -> bool {
-        false
+    fn shared(&self) -> &JobShared<T> {
+        &self.shared
     }
 }
 
-impl<F, T> Drop for ClosureTask<F, T> {
-    fn drop(&mut self) {
-        if let Some(f) = self.f.take() {
+impl<F, T> ClosureRun for ClosureJob<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn shared_state(&self) -> &dyn SharedState {
+        &self.shared
+    }
+
+    fn run(&self) {
+        let Some(Work { f, context }) = self.take_work() else {
+            return;
+        };
+        if !self.shared.start() {
+            // Cancelled while queued: its outcome is out already.
+            drop_user_value(f);
+            drop_user_value(context);
+            return;
+        }
+        let grinder = self.grinder.load(Ordering::Relaxed);
+        let result = run_in(context.as_deref(), || {
+            let _scope = job_scope::enter(self.shared.manager(), grinder);
+            catch_unwind(AssertUnwindSafe(f))
+        });
+        drop_user_value(context);
+        // The handle may be gone: then the result is dropped with this
+        // allocation, safely (`JobShared`'s `Drop`).
+        self.shared.finish(result.map_err(panicked));
+    }
+
+    fn fail(&self, error: Error) {
+        if let Some(work) = self.take_work() {
+            drop_user_value(work.f);
+            drop_user_value(work.context);
+        }
+        self.shared.end_unstarted(error);
+    }
+
+    fn abandon(&self) {
+        if let Some(work) = self.take_work() {
             // The closure first, so a caller who sees `Cancelled` knows
             // its captured state is gone.
-            drop_user_value(f);
+            drop_user_value(work.f);
             self.shared.end_unstarted(Error::Cancelled);
+            drop_user_value(work.context);
         }
-        drop_user_value(self.context.take());
+    }
+
+    fn mark_grinder_item(&self, grinder: u64) {
+        self.grinder.store(grinder, Ordering::Relaxed);
     }
 }
 
@@ -306,10 +401,6 @@ where
     fn mark_grinder_item(&mut self, grinder: u64) {
         self.grinder = grinder;
     }
-
-    fn is_call(&self) -> bool {
-        true
-    }
 }
 
 impl<F, A, R> Drop for CallTask<F, A, R> {
@@ -362,6 +453,7 @@ mod tests {
             sink,
             key: 1,
             manager,
+            cancelled_only: false,
         };
         Task::with_link(f, Some(link), None)
     }
@@ -397,6 +489,7 @@ mod tests {
             sink,
             key: 2,
             manager: 11,
+            cancelled_only: false,
         });
         task.run();
         assert_eq!(handle.wait(), Ok(true));

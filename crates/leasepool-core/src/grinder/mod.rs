@@ -530,6 +530,7 @@ impl<B: ExecutorBackend> GrinderInner<B> {
                 sink,
                 key: id,
                 manager: 0,
+                cancelled_only: true,
             },
             context,
         );

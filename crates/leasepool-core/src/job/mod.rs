@@ -70,6 +70,10 @@ pub(crate) struct LeaseLink {
     /// `LeaseId::manager`), marked on the thread while the job runs (see
     /// `job_scope`); 0 while a grinder item is linked to its grinder.
     pub(crate) manager: u64,
+    /// Tell the sink only of a job that ends cancelled (a grinder, which
+    /// removes a cancelled item from its queue and has nothing to do for
+    /// any other end): the other ends then skip reaching the sink.
+    pub(crate) cancelled_only: bool,
 }
 
 enum Slot<T> {
@@ -96,10 +100,28 @@ pub(crate) struct JobShared<T> {
     manager: AtomicU64,
 }
 
+/// Where a [`JobHandle`] finds its job's [`JobShared`]: the `JobShared`
+/// itself, or the one allocation that holds it beside the job's closure
+/// (`task::ClosureJob`).
+pub(crate) trait Completion<T>: Send + Sync {
+    fn shared(&self) -> &JobShared<T>;
+}
+
+impl<T: Send> Completion<T> for JobShared<T> {
+    fn shared(&self) -> &JobShared<T> {
+        self
+    }
+}
+
 impl<T> JobShared<T> {
     pub(crate) fn new(lease: Option<LeaseLink>) -> Arc<Self> {
+        Arc::new(Self::unshared(lease))
+    }
+
+    /// A `JobShared` to be placed in another shared allocation.
+    pub(crate) fn unshared(lease: Option<LeaseLink>) -> Self {
         let manager = lease.as_ref().map_or(0, |link| link.manager);
-        Arc::new(JobShared {
+        JobShared {
             state: AtomicU8::new(QUEUED),
             cell: Mutex::new(Cell {
                 slot: Slot::Empty,
@@ -107,7 +129,7 @@ impl<T> JobShared<T> {
             }),
             lease: Mutex::new(lease),
             manager: AtomicU64::new(manager),
-        })
+        }
     }
 
     fn cell(&self) -> MutexGuard<'_, Cell<T>> {
@@ -169,8 +191,11 @@ impl<T> JobShared<T> {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(link) = link {
-            if let Some(sink) = link.sink.upgrade() {
-                sink.job_finished(link.key, JobEnd::of(&result));
+            let end = JobEnd::of(&result);
+            if !link.cancelled_only || end == JobEnd::Cancelled {
+                if let Some(sink) = link.sink.upgrade() {
+                    sink.job_finished(link.key, end);
+                }
             }
         }
         let waker = {
@@ -227,7 +252,7 @@ impl<T> Drop for JobShared<T> {
 /// broke under it.
 #[must_use = "a dropped JobHandle detaches the job; await it to get the result"]
 pub struct JobHandle<T> {
-    shared: Arc<JobShared<T>>,
+    job: Arc<dyn Completion<T>>,
 }
 
 impl<T> fmt::Debug for JobHandle<T> {
@@ -239,20 +264,24 @@ impl<T> fmt::Debug for JobHandle<T> {
 }
 
 impl<T> JobHandle<T> {
-    pub(crate) fn new(shared: Arc<JobShared<T>>) -> Self {
-        JobHandle { shared }
+    pub(crate) fn new(job: Arc<dyn Completion<T>>) -> Self {
+        JobHandle { job }
+    }
+
+    fn shared(&self) -> &JobShared<T> {
+        self.job.shared()
     }
 
     /// True once the result is available (or was already taken).
     pub fn is_finished(&self) -> bool {
-        !matches!(self.shared.cell().slot, Slot::Empty)
+        !matches!(self.shared().cell().slot, Slot::Empty)
     }
 
     /// Cancels the job if it has not started. Returns true if it was
     /// cancelled (the handle then yields [`Error::Cancelled`]); false if it
     /// is already running or finished.
     pub fn cancel(&self) -> bool {
-        self.shared.end_unstarted(Error::Cancelled)
+        self.shared().end_unstarted(Error::Cancelled)
     }
 
     /// Blocks the current thread until the job ends.
@@ -287,7 +316,7 @@ impl<T> JobHandle<T> {
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        self.shared.cell().waker = None;
+                        self.shared().cell().waker = None;
                         return None;
                     }
                     thread::park_timeout(deadline - now);
@@ -314,7 +343,7 @@ impl<T> Future for JobHandle<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let registered = self.shared.take_or_register(|cell| match &cell.waker {
+        let registered = self.shared().take_or_register(|cell| match &cell.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => cell.waker = Some(cx.waker().clone()),
         });
