@@ -1,10 +1,10 @@
 //! `RayonPool`: one `rayon_core::ThreadPool` and its shutdown state.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
 use leasepool_core::{
     BackendPool, BrokenFlag, Error, LOG_TARGET, PoolContext, Task, WorkerGuard, WorkerInitializer,
     drop_panic_payload, panic_message,
@@ -19,6 +19,18 @@ struct Shared {
     closed: AtomicBool,
     /// Set once when the pool breaks; reported once.
     broken: BrokenFlag,
+    /// Tasks wait here, in order; each `spawn`ed rayon job takes the oldest.
+    /// Shutdown empties it at once, so queued jobs are cancelled promptly
+    /// even while every rayon thread is busy. (A plain locked deque: two
+    /// uncontended lock round trips per task, where a channel cost several
+    /// times that.)
+    tasks: Mutex<VecDeque<Task>>,
+}
+
+impl Shared {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, VecDeque<Task>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One pool of the rayon backend.
@@ -26,10 +38,6 @@ pub struct RayonPool {
     /// `None` once shut down; dropping the `ThreadPool` lets its threads
     /// exit after the queued (now cancelled) jobs are drained.
     pool: Mutex<Option<ThreadPool>>,
-    /// Tasks wait here, in order; each `spawn`ed rayon job takes the oldest.
-    /// Shutdown empties it at once, so queued jobs are cancelled promptly
-    /// even while every rayon thread is busy.
-    queue: (Sender<Task>, Receiver<Task>),
     shared: Arc<Shared>,
 }
 
@@ -47,6 +55,7 @@ impl RayonPool {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             broken: BrokenFlag::new(ctx.broken_signal()),
+            tasks: Mutex::new(VecDeque::new()),
         });
         // One guard per worker thread, dropped by the exit handler: stop()
         // waits until every thread has run its exit handler.
@@ -106,7 +115,6 @@ impl RayonPool {
             .map_err(|e| Error::Broken(format!("cannot build the rayon thread pool: {e}")))?;
         Ok(RayonPool {
             pool: Mutex::new(Some(pool)),
-            queue: unbounded(),
             shared,
         })
     }
@@ -124,14 +132,14 @@ impl BackendPool for RayonPool {
         let Some(pool) = &*guard else {
             return; // shut down: dropping the task cancels it
         };
-        // The receiver lives as long as `self`: this send cannot fail.
-        let _ = self.queue.0.send(task);
-        let queue = self.queue.1.clone();
+        // Queued under the pool's lock: `shutdown`, which takes the pool
+        // first, then finds every task queued before it.
+        self.shared.tasks().push_back(task);
         let shared = self.shared.clone();
         // This closure runs on a library thread; nothing in it unwinds:
         // running, failing or dropping a task is guarded against the job.
         pool.spawn(move || {
-            let Ok(task) = queue.try_recv() else {
+            let Some(task) = shared.tasks().pop_front() else {
                 return; // taken by shutdown
             };
             if let Some(error) = shared.broken.error() {
@@ -154,7 +162,9 @@ impl BackendPool for RayonPool {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(pool);
-        while let Ok(task) = self.queue.1.try_recv() {
+        let queued = std::mem::take(&mut *self.shared.tasks());
+        // Outside the lock: failing or dropping a task tells its caller.
+        for task in queued {
             match self.shared.broken.error() {
                 Some(error) => task.fail(error),
                 None => drop(task),
