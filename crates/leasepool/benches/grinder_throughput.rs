@@ -1,13 +1,18 @@
 //! Grinder throughput on tiny jobs, against its floor and its peers, every
 //! contender in the same run (rounds alternate between them).
 //!
-//! Two scenarios:
+//! Three scenarios:
 //!
-//! - **chunks**: 20,000 tiny items, each submitted from its own spawned
-//!   tokio task, in chunks of 1,000 whose tasks are awaited together before
-//!   the next chunk starts. The grinder: one pool of one worker, threshold
-//!   64, `max_wait` 5 ms. The peer: a runtime built with
-//!   `max_blocking_threads(1)`, one `spawn_blocking` per item.
+//! - **chunks**: 20,000 tiny items in chunks of 1,000, each chunk
+//!   submitted by a spawned tokio task of its own that awaits its 1,000
+//!   futures together (`join_all`); the 20 chunk tasks run at once. The
+//!   grinder: one pool of one worker, threshold 64, `max_wait` 5 ms. The
+//!   peer: one `spawn_blocking` per item on a runtime built with
+//!   `max_blocking_threads(1)`.
+//! - **tasks**: the same items and configuration, but each item submitted
+//!   from a spawned task of its own, in chunks of 1,000 tasks awaited
+//!   together, one chunk after another (a tokio task per item for every
+//!   contender).
 //! - **submitters**: 64 tasks, each submitting its items one after the
 //!   other (one item in flight per task). The grinder: 2 pools x 2
 //!   workers, threshold 64, `max_wait` 200 µs. The peer: one
@@ -24,13 +29,14 @@
 //! For instruction counts, one contender alone:
 //! `LEASEPOOL_BENCH_ONLY=chunks/grinder LEASEPOOL_BENCH_ITEMS=20000
 //! valgrind --tool=callgrind target/release/deps/grinder_throughput-*`
-//! (contenders: `{chunks,submitters}/{grinder,floor,lease,spawn_blocking}`).
+//! (contenders: `{chunks,tasks,submitters}/{grinder,floor,lease,spawn_blocking}`).
 
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use leasepool::{LeasedExecutorManager, StopMode, Task, ThreadBackend, WorkGrinder};
 
 const SUBMITTERS: usize = 64;
@@ -111,6 +117,67 @@ fn chunks_floor(runtime: &tokio::runtime::Runtime, items: usize, floor: &Floor) 
             }
         }
         black_box(acc);
+        items as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Items per second of `items` items in chunks of `CHUNK`, every chunk
+/// submitted by a spawned task of its own that awaits the chunk's futures
+/// together (`join_all`); the chunk tasks run concurrently.
+fn joined<F, Fut>(runtime: &tokio::runtime::Runtime, items: usize, submit: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = u64> + Send + 'static,
+{
+    let submit = Arc::new(submit);
+    runtime.block_on(async {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..items.div_ceil(CHUNK))
+            .map(|chunk| {
+                let submit = submit.clone();
+                tokio::spawn(async move {
+                    let base = chunk * CHUNK;
+                    let results =
+                        join_all((base..items.min(base + CHUNK)).map(|i| submit(i as u64))).await;
+                    results.into_iter().fold(0u64, u64::wrapping_add)
+                })
+            })
+            .collect();
+        for task in tasks {
+            black_box(task.await.expect("chunk task"));
+        }
+        items as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// The joined floor: every item built as a `Task` up front and run in one
+/// job on `floor`'s one worker; each chunk's handles awaited together by a
+/// spawned task of its own.
+fn joined_floor(runtime: &tokio::runtime::Runtime, items: usize, floor: &Floor) -> f64 {
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut jobs = Vec::with_capacity(items);
+        let mut tasks = Vec::new();
+        for chunk in 0..items.div_ceil(CHUNK) {
+            let base = chunk * CHUNK;
+            let handles: Vec<_> = (base..items.min(base + CHUNK))
+                .map(|i| {
+                    let (job, handle) = Task::new(move || tiny_job(i as u64));
+                    jobs.push(job);
+                    async move { handle.await.expect("floor item") }
+                })
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                join_all(handles)
+                    .await
+                    .into_iter()
+                    .fold(0u64, u64::wrapping_add)
+            }));
+        }
+        floor.run_batch(jobs);
+        for task in tasks {
+            black_box(task.await.expect("chunk task"));
+        }
         items as f64 / started.elapsed().as_secs_f64()
     })
 }
@@ -277,7 +344,7 @@ fn main() {
         Some(only) => *only == format!("{scenario}/{contender}"),
     };
 
-    // Scenario 1: chunks of spawned tasks.
+    // Scenarios 1 and 2: 20,000 items in chunks of 1,000.
     let chunk_items = items_override.unwrap_or(if quick { 4_000 } else { 20_000 });
     let rt = runtime(4);
     let rt_peer = runtime(1);
@@ -289,59 +356,85 @@ fn main() {
         .expect("valid grinder");
     grinder.start_blocking().expect("start grinder");
     let floor = Floor::new();
-    let mut s = Scenario {
-        name: "chunks",
-        samples: Default::default(),
-    };
-    for _ in 0..rounds {
-        for (c, name) in CONTENDERS.iter().enumerate() {
-            if !runs("chunks", name) {
-                continue;
-            }
-            let rate = match c {
-                0 => {
-                    let g = grinder.clone();
-                    chunks(&rt, chunk_items, move |x| {
-                        let run = g.submit(move || tiny_job(x));
-                        async move { run.await.expect("grinder item") }
-                    })
+    // "chunks": a task per chunk, join_all; "tasks": a task per item.
+    for scenario in ["chunks", "tasks"] {
+        let per_item_task = scenario == "tasks";
+        // The same contender through either driver (generic functions).
+        macro_rules! driver {
+            ($rt:expr, $items:expr, $submit:expr) => {
+                if per_item_task {
+                    chunks($rt, $items, $submit)
+                } else {
+                    joined($rt, $items, $submit)
                 }
-                1 => chunks_floor(&rt, chunk_items, &floor),
-                2 => {
-                    let lm = m.clone();
-                    chunks(&rt, chunk_items, move |x| {
-                        let lm = lm.clone();
-                        async move {
-                            let lease = lm.acquire().await.expect("lease");
-                            lease.run(move || tiny_job(x)).await.expect("job")
-                        }
-                    })
-                }
-                _ => chunks(&rt_peer, chunk_items, |x| async move {
-                    tokio::task::spawn_blocking(move || tiny_job(x))
-                        .await
-                        .expect("spawn_blocking")
-                }),
             };
-            if only.is_some() {
-                println!("chunks/{name}: {rate:.0} items/s");
+        }
+        let mut s = Scenario {
+            name: scenario,
+            samples: Default::default(),
+        };
+        for _ in 0..rounds {
+            for (c, name) in CONTENDERS.iter().enumerate() {
+                if !runs(scenario, name) {
+                    continue;
+                }
+                let rate = match c {
+                    0 => {
+                        let g = grinder.clone();
+                        driver!(&rt, chunk_items, move |x| {
+                            let run = g.submit(move || tiny_job(x));
+                            async move { run.await.expect("grinder item") }
+                        })
+                    }
+                    1 if per_item_task => chunks_floor(&rt, chunk_items, &floor),
+                    1 => joined_floor(&rt, chunk_items, &floor),
+                    2 => {
+                        let lm = m.clone();
+                        driver!(&rt, chunk_items, move |x| {
+                            let lm = lm.clone();
+                            async move {
+                                let lease = lm.acquire().await.expect("lease");
+                                lease.run(move || tiny_job(x)).await.expect("job")
+                            }
+                        })
+                    }
+                    _ => driver!(&rt_peer, chunk_items, |x| async move {
+                        tokio::task::spawn_blocking(move || tiny_job(x))
+                            .await
+                            .expect("spawn_blocking")
+                    }),
+                };
+                if only.is_some() {
+                    println!("{scenario}/{name}: {rate:.0} items/s");
+                }
+                s.samples[c].push(rate);
             }
-            s.samples[c].push(rate);
+        }
+        if only.is_none() {
+            let how = if per_item_task {
+                format!(
+                    "one spawned task per item, chunks of {CHUNK} awaited together, one chunk \
+                     after another"
+                )
+            } else {
+                format!(
+                    "chunks of {CHUNK}, each submitted by a spawned task of its own and \
+                     awaited together (join_all), all chunks at once"
+                )
+            };
+            s.report(
+                &format!(
+                    "{scenario}: {chunk_items} tiny items, {how}; grinder: 1 pool x 1 worker, \
+                     threshold 64, max_wait 5 ms"
+                ),
+                "tokio spawn_blocking per item (max_blocking_threads(1))",
+            );
         }
     }
     grinder.stop_blocking(StopMode::Drain);
     m.stop_blocking();
-    if only.is_none() {
-        s.report(
-            &format!(
-                "chunks: {chunk_items} tiny items, one spawned task each, chunks of {CHUNK} \
-                 awaited together; grinder: 1 pool x 1 worker, threshold 64, max_wait 5 ms"
-            ),
-            "tokio spawn_blocking per item (max_blocking_threads(1))",
-        );
-    }
 
-    // Scenario 2: 64 submitters, one item in flight each.
+    // Scenario 3: 64 submitters, one item in flight each.
     let per_task = items_override
         .map(|n| n.div_ceil(SUBMITTERS))
         .unwrap_or(if quick { 20 } else { 200 });
