@@ -64,6 +64,16 @@ impl<B: ExecutorBackend> LeaseHandle<B> {
         Ok(handle)
     }
 
+    /// Runs `task`, built by `run` without a lease link or context, on
+    /// the leased pool: what `submit` does, the closure already boxed.
+    fn submit_built(&self, task: Task) -> Result<(), Error> {
+        let pool = self.begin_job()?;
+        task.relink(self.link());
+        task.set_context(self.inner.capture());
+        self.execute(&pool, task);
+        Ok(())
+    }
+
     /// Runs an existing task (a grinder item) on the leased pool, counted
     /// against the lease; a rejected task is failed with the lease's error.
     fn execute_task(&self, task: Task) {
@@ -423,8 +433,29 @@ pub struct Run<T> {
 
 pub(crate) type Submit<T> = Box<dyn FnOnce() -> Result<JobHandle<T>, Error> + Send>;
 
+/// Where a `Run` hands the task it built, when first polled: a lease or a
+/// grinder. (Building the task up front spares the boxed `Submit` closure:
+/// one allocation per job.)
+pub(crate) trait SubmitTask: Send + Sync {
+    /// Queues or runs `task`. On an error the task has been dropped
+    /// (cancelled) and the error is the caller's outcome.
+    fn submit_task(&self, task: Task) -> Result<(), Error>;
+}
+
+impl<B: ExecutorBackend> SubmitTask for LeaseHandle<B> {
+    fn submit_task(&self, task: Task) -> Result<(), Error> {
+        self.submit_built(task)
+    }
+}
+
 enum RunState<T> {
     NotPolled(Submit<T>),
+    /// Built, not yet handed to `to`.
+    Built {
+        task: Task,
+        handle: JobHandle<T>,
+        to: Arc<dyn SubmitTask>,
+    },
     Submitted(JobHandle<T>),
     Done(Option<Error>),
 }
@@ -432,7 +463,7 @@ enum RunState<T> {
 impl<T> fmt::Debug for Run<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
-            RunState::NotPolled(_) => f.write_str("Run(not polled)"),
+            RunState::NotPolled(_) | RunState::Built { .. } => f.write_str("Run(not polled)"),
             RunState::Submitted(handle) => f.debug_tuple("Run").field(handle).finish(),
             RunState::Done(error) => f.debug_tuple("Run").field(error).finish(),
         }
@@ -445,7 +476,19 @@ impl<T: Send + 'static> Run<T> {
         B: ExecutorBackend,
         F: FnOnce() -> T + Send + 'static,
     {
-        Self::on_first_poll(Box::new(move || handle.submit(f)))
+        Self::built(f, handle)
+    }
+
+    /// A future that hands a task for `f` to `to` when first polled and
+    /// then awaits it.
+    pub(crate) fn built<F>(f: F, to: Arc<dyn SubmitTask>) -> Self
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (task, handle) = Task::with_link(f, None, None);
+        Run {
+            state: RunState::Built { task, handle, to },
+        }
     }
 
     /// A future that calls `submit` when first polled and then awaits the
@@ -461,21 +504,23 @@ impl<T> Future for Run<T> {
     type Output = Result<T, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let RunState::NotPolled(_) = self.state {
-            let RunState::NotPolled(submit) =
-                std::mem::replace(&mut self.state, RunState::Done(None))
-            else {
-                unreachable!("checked above")
-            };
-            self.state = match submit() {
-                Ok(handle) => RunState::Submitted(handle),
-                Err(error) => RunState::Done(Some(error)),
+        if let RunState::NotPolled(_) | RunState::Built { .. } = self.state {
+            self.state = match std::mem::replace(&mut self.state, RunState::Done(None)) {
+                RunState::NotPolled(submit) => match submit() {
+                    Ok(handle) => RunState::Submitted(handle),
+                    Err(error) => RunState::Done(Some(error)),
+                },
+                RunState::Built { task, handle, to } => match to.submit_task(task) {
+                    Ok(()) => RunState::Submitted(handle),
+                    Err(error) => RunState::Done(Some(error)),
+                },
+                _ => unreachable!("checked above"),
             };
         }
         match &mut self.state {
             RunState::Submitted(handle) => Pin::new(handle).poll(cx),
             RunState::Done(error) => Poll::Ready(Err(error.take().unwrap_or(Error::ResultTaken))),
-            RunState::NotPolled(_) => unreachable!("submitted above"),
+            RunState::NotPolled(_) | RunState::Built { .. } => unreachable!("submitted above"),
         }
     }
 }

@@ -143,6 +143,14 @@ impl Task {
         }
     }
 
+    /// Sets the submitter's context of a closure task built without one
+    /// (a `Run` builds its task before it knows where it will be queued).
+    pub(crate) fn set_context(&self, context: Option<Box<dyn JobContext>>) {
+        if let (Some(context), Inner::Closure(job)) = (context, &self.inner) {
+            job.set_context(context);
+        }
+    }
+
     /// Makes this task an item of grinder `grinder`: while it runs, the
     /// thread is marked as inside one of that grinder's items.
     pub(crate) fn mark_grinder_item(&mut self, grinder: u64) {
@@ -226,6 +234,7 @@ trait ClosureRun: Send + Sync {
     /// Dropped unrun: its caller gets `Error::Cancelled`.
     fn abandon(&self);
     fn mark_grinder_item(&self, grinder: u64);
+    fn set_context(&self, context: Box<dyn JobContext>);
 }
 
 /// What `Task` reads of a closure job's shared state without knowing its
@@ -331,6 +340,18 @@ where
 
     fn mark_grinder_item(&self, grinder: u64) {
         self.grinder.store(grinder, Ordering::Relaxed);
+    }
+
+    fn set_context(&self, context: Box<dyn JobContext>) {
+        let unused = {
+            let mut work = self.work.lock().unwrap_or_else(PoisonError::into_inner);
+            match work.as_mut() {
+                Some(work) => work.context.replace(context),
+                None => Some(context),
+            }
+        };
+        // A context is user code: dropped outside the lock, safely.
+        drop_user_value(unused);
     }
 }
 

@@ -30,7 +30,7 @@ use crate::call::{CallData, CallFn};
 use crate::config;
 use crate::job::{JobEnd, JobSink, LeaseLink};
 use crate::job_scope;
-use crate::lease::Run;
+use crate::lease::{Run, SubmitTask};
 use crate::observe::{self, JobContext};
 use crate::wait::{Alarm, wait_for};
 use crate::{Error, ExecutorBackend, JobHandle, LeasedExecutorManager, LocalBackend, Task};
@@ -165,7 +165,8 @@ impl<B: ExecutorBackend> GrinderBuilder<B> {
             return Err(Error::invalid("owner_prefix", "must not be empty"));
         }
         Ok(WorkGrinder {
-            inner: Arc::new(GrinderInner {
+            inner: Arc::new_cyclic(|me| GrinderInner {
+                me: me.clone(),
                 id: next_grinder_id(),
                 manager: self.manager,
                 batch_size_threshold,
@@ -252,6 +253,8 @@ pub(crate) struct GrinderInner<B: ExecutorBackend> {
     /// This grinder's number, unique in the process: its items mark the
     /// thread that runs them with it (see `job_scope`).
     id: u64,
+    /// This grinder, for its items' links (they must not keep it alive).
+    me: Weak<GrinderInner<B>>,
     manager: LeasedExecutorManager<B>,
     batch_size_threshold: usize,
     /// Batches that may lease or run at once: the manager's `max_pools`.
@@ -393,8 +396,7 @@ impl<B: LocalBackend> WorkGrinder<B> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let inner = self.inner.clone();
-        Run::on_first_poll(Box::new(move || GrinderInner::enqueue(&inner, f)))
+        Run::built(f, self.inner.clone())
     }
 
     /// Queues `f` and blocks the current thread until its result arrives.
@@ -503,15 +505,43 @@ impl<B: ExecutorBackend> GrinderInner<B> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Self::enqueue_task(this, |link, context| {
-            Task::with_link(f, Some(link), context)
-        })
+        let (task, handle) = Task::with_link(f, None, None);
+        this.queue_built(task)?;
+        Ok(handle)
+    }
+
+    /// The link of item `id`: a cancelled item leaves the queue at once.
+    fn link(&self, id: u64) -> LeaseLink {
+        let sink: Weak<dyn JobSink> = self.me.clone();
+        LeaseLink {
+            sink,
+            key: id,
+            manager: 0,
+            cancelled_only: true,
+        }
+    }
+
+    /// Queues `task`, built without a link or context (by `enqueue`, or by
+    /// a `submit` future on its first poll). The submitter's context is
+    /// captured before the queue is locked (the observer is user code),
+    /// and a refused task is dropped (cancelled) after it is unlocked.
+    fn queue_built(&self, task: Task) -> Result<(), Error> {
+        task.set_context(self.manager.inner.capture());
+        let now = Instant::now();
+        let mut queue = self.queue();
+        if queue.phase != Phase::Running {
+            drop(queue);
+            drop(task);
+            return Err(Error::NotStarted);
+        }
+        let id = queue.next_item_id();
+        task.relink(self.link(id));
+        self.push(queue, id, now, task);
+        Ok(())
     }
 
     /// Queues the task `make` builds around the grinder's link for the new
-    /// item (so a cancelled item leaves the queue at once) and the
-    /// submitter's context (captured before the queue is locked: the
-    /// observer is user code).
+    /// item and the submitter's context (a `call` item).
     fn enqueue_task<T>(
         this: &Arc<Self>,
         make: impl FnOnce(LeaseLink, Option<Box<dyn JobContext>>) -> (Task, JobHandle<T>),
@@ -523,31 +553,33 @@ impl<B: ExecutorBackend> GrinderInner<B> {
             return Err(Error::NotStarted);
         }
         let id = queue.next_item_id();
-        let weak: Weak<GrinderInner<B>> = Arc::downgrade(this);
-        let sink: Weak<dyn JobSink> = weak;
-        let (mut task, handle) = make(
-            LeaseLink {
-                sink,
-                key: id,
-                manager: 0,
-                cancelled_only: true,
-            },
-            context,
-        );
-        task.mark_grinder_item(this.id);
+        let (task, handle) = make(this.link(id), context);
+        this.push(queue, id, now, task);
+        Ok(handle)
+    }
+
+    /// Pushes item `id` and unlocks the queue, kicking the dispatcher if
+    /// it needs to hear of it.
+    fn push(&self, mut queue: MutexGuard<'_, Queue>, id: u64, now: Instant, mut task: Task) {
+        task.mark_grinder_item(self.id);
         queue.push(id, now, task);
         // The dispatcher needs to hear only of the first item (it sets the
         // deadline) and of the item that reaches the threshold (it starts
         // a batch), and not even of those while it waits for a batch to
         // end (the end kicks it, and it looks at the queue again then).
         let pending = queue.pending();
-        let kick = (pending == 1 || pending == this.batch_size_threshold)
-            && queue.running_batches < this.max_batches;
+        let kick = (pending == 1 || pending == self.batch_size_threshold)
+            && queue.running_batches < self.max_batches;
         drop(queue);
         if kick {
-            this.kick();
+            self.kick();
         }
-        Ok(handle)
+    }
+}
+
+impl<B: ExecutorBackend> SubmitTask for GrinderInner<B> {
+    fn submit_task(&self, task: Task) -> Result<(), Error> {
+        self.queue_built(task)
     }
 }
 
