@@ -55,7 +55,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     let quick = std::env::var_os("LEASEPOOL_BENCH_QUICK").is_some();
-    let (cycles, block) = if quick { (5, 500) } else { (25, 2_000) };
+    let (cycles, block) = if quick { (5, 500) } else { (40, 1_000) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -182,6 +182,10 @@ fn main() {
         }
         for _ in 0..cycles {
             for (c, (_, run)) in contenders.iter().enumerate() {
+                // Let the previous contender's threads go to sleep first: an
+                // idle rayon thread keeps yielding for a while, and on two
+                // cores that taxes whoever runs next.
+                std::thread::sleep(Duration::from_millis(2));
                 let started = Instant::now();
                 drive(&rt, d, run(block as u64));
                 per_driver[c].push(started.elapsed().as_nanos() as f64 / block as f64);
