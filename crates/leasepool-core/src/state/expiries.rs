@@ -124,7 +124,11 @@ mod tests {
             latest = at(n);
             expiries.push(latest, 7);
             expiries.compact(1, std::iter::once((latest, 7)));
-            assert!(expiries.heap.len() <= 2 + 32 + 1, "{} entries", expiries.heap.len());
+            assert!(
+                expiries.heap.len() <= 2 + 32 + 1,
+                "{} entries",
+                expiries.heap.len()
+            );
         }
         expiries.drop_stale(|t, key| key == 7 && t == latest);
         assert_eq!(expiries.peek(), Some((latest, 7)));
