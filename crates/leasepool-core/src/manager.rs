@@ -41,6 +41,8 @@ pub(crate) struct Core<B: ExecutorBackend> {
     pub(crate) live: Arc<LiveWorkers>,
     /// The current run's size-provider thread, if one is configured.
     sizer: Option<Arc<Sizer>>,
+    /// The sequence number of the last observer snapshot.
+    snapshot_seq: u64,
 }
 
 impl<B: ExecutorBackend> Core<B> {
@@ -180,6 +182,7 @@ impl<B: ExecutorBackend> LeasedExecutorManager<B> {
                     start_gate: None,
                     live: Arc::new(LiveWorkers::default()),
                     sizer: None,
+                    snapshot_seq: 0,
                 }),
                 checker: Arc::new(Checker::default()),
                 shutdown_ready: Event::new(),
@@ -429,7 +432,9 @@ impl<B: ExecutorBackend> Inner<B> {
                 fx.shutdown_ready = true;
             }
             if self.snapshots {
-                fx.snapshot = Some(Box::new(self.snapshot(&core.state)));
+                core.snapshot_seq += 1;
+                let seq = core.snapshot_seq;
+                fx.snapshot = Some(Box::new(self.snapshot(&core.state, seq)));
             }
             result
         };
@@ -448,8 +453,9 @@ impl<B: ExecutorBackend> Inner<B> {
     }
 
     /// The state as the observer's snapshot shows it.
-    fn snapshot(&self, state: &State<B>) -> Snapshot {
+    fn snapshot(&self, state: &State<B>, seq: u64) -> Snapshot {
         Snapshot {
+            seq,
             manager: self.config.name_prefix.clone(),
             total: state.total(),
             available: state.available(),

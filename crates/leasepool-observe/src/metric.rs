@@ -28,9 +28,9 @@
 //!
 //! Gauges and counters are set from the manager's state after each change,
 //! read under the lock that made the change, so they agree with
-//! `ManagerStats`.
+//! `ManagerStats` (a snapshot that arrives after a newer one is ignored).
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use leasepool_core::observe::{Event, JobContext, Level, Observer, Snapshot};
@@ -46,6 +46,9 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 pub struct MetricsObserver {
     manager: Arc<str>,
     handles: RwLock<Arc<Handles>>,
+    /// The `seq` of the newest snapshot published: an older one that
+    /// arrives late (from another thread) is ignored.
+    published: Mutex<u64>,
 }
 
 #[derive(Debug)]
@@ -176,7 +179,11 @@ impl MetricsObserver {
     pub fn new(manager: &str) -> Self {
         let manager: Arc<str> = Arc::from(manager);
         let handles = RwLock::new(Arc::new(Handles::register(&manager)));
-        MetricsObserver { manager, handles }
+        MetricsObserver {
+            manager,
+            handles,
+            published: Mutex::new(0),
+        }
     }
 
     fn handles(&self) -> Arc<Handles> {
@@ -212,6 +219,16 @@ impl Observer for MetricsObserver {
     }
 
     fn snapshot(&self, snapshot: &Snapshot) {
+        // Held while publishing, so the newest snapshot is the last one
+        // written whatever order the threads arrive in.
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if snapshot.seq <= *published {
+            return;
+        }
+        *published = snapshot.seq;
         let h = self.handles();
         h.pools.set(snapshot.total as f64);
         h.available.set(snapshot.available as f64);

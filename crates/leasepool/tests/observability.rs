@@ -326,8 +326,23 @@ fn metrics_follow_a_scripted_sequence_and_agree_with_stats() {
     while m.stats().total < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let stats = m.stats();
-    let metrics = metrics_of(prefix);
+    // Each change publishes its snapshot after the lock is released: wait
+    // until the last one is out, then everything must agree.
+    let deadline = Instant::now() + PATIENCE;
+    let (stats, metrics) = loop {
+        let stats = m.stats();
+        let metrics = metrics_of(prefix);
+        let caught_up = metrics
+            .get("leasepool_pools_created_total")
+            .is_some_and(|v| *v == DebugValue::Counter(stats.counters.pools_created))
+            && metrics.get("leasepool_pools").is_some_and(
+                |v| matches!(v, DebugValue::Gauge(g) if g.into_inner() == stats.total as f64),
+            );
+        if caught_up || Instant::now() >= deadline {
+            break (stats, metrics);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     let c = &stats.counters;
     assert_eq!(counter(&metrics, "leasepool_acquired_total"), c.acquired);
     assert_eq!(c.acquired, 4);

@@ -73,6 +73,8 @@ pub trait Observer: Send + Sync + 'static {
     }
 
     /// The state after a change, read under the lock that made it.
+    /// Snapshots of changes made on different threads may arrive out of
+    /// order: see [`Snapshot::seq`].
     fn snapshot(&self, snapshot: &Snapshot) {
         let _ = snapshot;
     }
@@ -97,6 +99,11 @@ pub trait JobContext: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Snapshot {
+    /// Grows by one with every change of state. Snapshots are handed over
+    /// after the lock is released, by whichever thread made the change,
+    /// so two of them can arrive out of order: keep the one with the
+    /// highest `seq` (`MetricsObserver` does).
+    pub seq: u64,
     /// The manager's `name_prefix`, to label metrics with.
     pub manager: std::sync::Arc<str>,
     /// Pools owned: `available + leased`.
